@@ -1,0 +1,380 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libbus: the client library of busd, a local message bus for Linux.
+ *
+ * A bus_client is one connection to the broker. Over it an application
+ * publishes messages on topics and subscribes to topic patterns, calls
+ * methods of services by name and serves methods itself. Messages carry an
+ * opaque payload, usually a protobuf message (helpers for protobuf-c are
+ * below), and the broker stamps every delivered message with the sender's
+ * unique id and credentials.
+ *
+ * Threads: libbus keeps no global state and starts no threads. A given object
+ * may be used by only one thread at a time; separate objects may be used from
+ * separate threads at once. Reference counts are not atomic. Do not use a
+ * bus_client in a forked child.
+ *
+ * Return values: functions that can fail return an int: 0 or a positive
+ * value on success, a negative errno on failure. Every public function checks
+ * its arguments and returns -EINVAL for bad ones; none asserts, aborts, exits
+ * or prints. Each function lists its errno values below; -ENOMEM is possible
+ * wherever memory is allocated and is not repeated.
+ *
+ * Ownership:
+ *  1. A const char * you get back is borrowed: it stays valid until the object
+ *     it came from changes or is unreffed.
+ *  2. A function that keeps an object you pass in takes its own reference; the
+ *     caller still drops its own (bus_client_send(c, m); then unref m).
+ *  3. A message that failed halfway through being built is marked bad, and
+ *     later calls on it return -ESTALE.
+ *  4. Objects returned through a pointer argument belong to the caller, who
+ *     drops them with the matching unref/free; on failure *ret is untouched.
+ *
+ * Event loop: libbus does no blocking I/O of its own except in the calls that
+ * say they block (bus_client_connect(), bus_client_call() and the synchronous
+ * helpers built on it, bus_client_flush(), bus_client_wait(), bus_client_run()).
+ * Everything else queues and returns; bus_client_get_fd(),
+ * bus_client_get_events(), bus_client_get_timeout() and bus_client_process()
+ * drive a connection from any event loop, and bus_client_attach_event() does
+ * that on an sd_event loop.
+ */
+#ifndef LIBBUS_BUS_H
+#define LIBBUS_BUS_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bus_client bus_client;
+typedef struct bus_message bus_message;
+typedef struct bus_slot bus_slot;
+typedef struct sd_event sd_event;
+typedef struct ProtobufCMessage ProtobufCMessage;
+typedef struct ProtobufCMessageDescriptor ProtobufCMessageDescriptor;
+
+#define BUS_TIMEOUT_DEFAULT ((uint64_t) 0)                 /* 25 s */
+#define BUS_TIMEOUT_INFINITE UINT64_MAX                    /* for bus_client_wait() */
+#define BUS_USEC_PER_SEC ((uint64_t) 1000000)
+
+/* ---- Errors.
+ *
+ * A remote failure comes back as a bus_error: a dotted error name and a
+ * human-readable message. The caller fills one in on the stack:
+ *     bus_error error = BUS_ERROR_NULL;
+ *     r = bus_client_call(c, m, 0, &error, &reply);
+ *     if (r < 0) fprintf(stderr, "%s: %s\n", error.name, error.message);
+ *     bus_error_free(&error);
+ */
+typedef struct bus_error {
+        char *name;    /* NULL when no error is set */
+        char *message; /* may be NULL */
+} bus_error;
+
+#define BUS_ERROR_NULL ((bus_error){ NULL, NULL })
+
+/* Errors the broker and libbus generate. */
+#define BUS_ERROR_FAILED "bus.Error.Failed"                 /* a handler failed */
+#define BUS_ERROR_NO_OWNER "bus.Error.NoOwner"              /* no such name or peer */
+#define BUS_ERROR_TIMEOUT "bus.Error.Timeout"               /* no reply in time */
+#define BUS_ERROR_DISCONNECTED "bus.Error.Disconnected"     /* callee or connection gone */
+#define BUS_ERROR_UNKNOWN_METHOD "bus.Error.UnknownMethod"  /* callee has no such method */
+#define BUS_ERROR_INVALID_ARGS "bus.Error.InvalidArgs"      /* malformed request */
+#define BUS_ERROR_ACCESS_DENIED "bus.Error.AccessDenied"    /* not allowed */
+#define BUS_ERROR_LIMITS_EXCEEDED "bus.Error.LimitsExceeded" /* a quota or size limit */
+#define BUS_ERROR_PROTOCOL "bus.Error.Protocol"             /* malformed frame: disconnecting */
+
+/* Frees the strings and resets *e to BUS_ERROR_NULL. Accepts NULL. */
+void bus_error_free(bus_error *e);
+/* Sets *e (freeing what it held). message is a printf format and may be NULL.
+ * Returns the negative errno bus_error_to_errno() gives for the name, so a
+ * handler can write return bus_error_set(...). -EINVAL for a bad name. */
+int bus_error_set(bus_error *e, const char *name, const char *format, ...)
+        __attribute__((format(printf, 3, 4)));
+/* 1 if e holds an error with this name, 0 if not. */
+int bus_error_has_name(const bus_error *e, const char *name);
+/* Whether e holds an error at all. */
+int bus_error_is_set(const bus_error *e);
+/* The negative errno that best describes an error name: NoOwner -ENXIO,
+ * Timeout -ETIMEDOUT, Disconnected -ECONNRESET, UnknownMethod -EBADRQC,
+ * InvalidArgs -EINVAL, AccessDenied -EACCES, LimitsExceeded -ENOBUFS,
+ * Protocol -EPROTO, anything else -EREMOTEIO. */
+int bus_error_to_errno(const bus_error *e);
+
+/* ---- Connections. */
+
+/* Creates an unconnected client. Returns 0. */
+int bus_client_new(bus_client **ret);
+bus_client *bus_client_ref(bus_client *c);
+/* Drops a reference; the last one closes the connection (queued output that
+ * cannot be sent at once is dropped: call bus_client_flush() first) and fails
+ * pending calls. Accepts NULL, returns NULL. */
+bus_client *bus_client_unref(bus_client *c);
+
+/* Name sent to the broker in the greeting, shown in peer listings (default:
+ * the program's short name). Before connecting only: -EBUSY after. */
+int bus_client_set_description(bus_client *c, const char *description);
+
+/* Connects and greets the broker; blocks until the broker has answered or
+ * 25 s passed. address is a socket path, "@name" for an abstract socket, or
+ * NULL for $BUSD_ADDRESS, then $XDG_RUNTIME_DIR/busd/bus, then
+ * /tmp/busd-$UID/bus. Errors: -EISCONN already connected, -ENOENT or
+ * -ECONNREFUSED no broker there, -ETIMEDOUT no greeting, -EPROTO the broker
+ * answered nonsense, other connect() errors. */
+int bus_client_connect(bus_client *c, const char *address);
+/* bus_client_new() and bus_client_connect() in one. */
+int bus_client_open(bus_client **ret, const char *address);
+
+/* This connection's unique id (":1.N"). -ENOTCONN before connecting. */
+int bus_client_get_unique_id(bus_client *c, const char **ret);
+/* 1 while connected, 0 once the connection is closed or was never opened. */
+int bus_client_is_connected(bus_client *c);
+
+/* Installs a callback that receives libbus's diagnostics (priority as in
+ * syslog: LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG). libbus prints nothing
+ * by itself. fn NULL removes it. */
+typedef void (*bus_log_fn)(int priority, const char *message, void *userdata);
+int bus_client_set_log(bus_client *c, bus_log_fn fn, void *userdata);
+
+/* ---- Event loop integration. */
+
+/* The connection's socket, to poll. -ENOTCONN. */
+int bus_client_get_fd(bus_client *c);
+/* poll() events to wait for: POLLIN, plus POLLOUT while output is queued. */
+int bus_client_get_events(bus_client *c);
+/* When bus_client_process() must next run even without I/O (a call's
+ * timeout): absolute CLOCK_MONOTONIC time in microseconds in *ret, or
+ * UINT64_MAX for never. Returns 0. */
+int bus_client_get_timeout(bus_client *c, uint64_t *ret);
+/* Sends queued output, reads input, fires expired timeouts and dispatches the
+ * messages that are ready to their callbacks. Never blocks. Returns 1 if it
+ * did something (call it again before sleeping), 0 if there was nothing to
+ * do, -ECONNRESET once the connection is lost (pending calls have then been
+ * failed with bus.Error.Disconnected), or another negative errno. A callback
+ * that returns a negative errno does not stop processing: it is logged, and
+ * for a method call an error reply is sent. */
+int bus_client_process(bus_client *c);
+/* Blocks until there is something to process or timeout_usec (relative;
+ * BUS_TIMEOUT_INFINITE for no limit) passes. Returns 1 if woken by I/O or a
+ * due timeout, 0 on time-out, -EINTR, -ENOTCONN. */
+int bus_client_wait(bus_client *c, uint64_t timeout_usec);
+/* Blocks until all queued output is written. -ENOTCONN, -ECONNRESET. */
+int bus_client_flush(bus_client *c);
+/* Processes and waits until bus_client_exit() is called from a callback (then
+ * returns its code) or the connection is lost (-ECONNRESET). */
+int bus_client_run(bus_client *c);
+/* Makes bus_client_run() return code (>= 0) once the current callback ends. */
+int bus_client_exit(bus_client *c, int code);
+
+/* Drives the connection from an sd_event loop: adds an I/O source and a timer
+ * at the given priority. The client takes a reference on the loop. -EBUSY if
+ * already attached. When the connection is lost the sources are disabled and
+ * the loop goes on. */
+int bus_client_attach_event(bus_client *c, sd_event *e, int64_t priority);
+int bus_client_detach_event(bus_client *c);
+
+/* ---- Messages. */
+
+enum {
+        BUS_KIND_PUBLISH = 1,
+        BUS_KIND_REQUEST = 2,
+        BUS_KIND_REPLY = 3,
+        BUS_KIND_ERROR = 4,
+};
+
+/* A message handler. Returning a negative errno from a method handler that
+ * has not replied makes libbus send an error reply (bus.Error.Failed with the
+ * errno's text); a handler that wants to answer later keeps a reference to
+ * the request and replies when it is ready. */
+typedef int (*bus_message_handler_t)(bus_message *m, void *userdata);
+
+/* New PUBLISH on a topic: dot-separated tokens of ASCII 0x21-0x7E except
+ * '.', '*' and '>', at most 1024 bytes in all. -EINVAL for a bad topic. */
+int bus_message_new_publish(bus_message **ret, const char *topic);
+/* New REQUEST to destination (a well-known name, a unique id or "bus") for a
+ * method. -EINVAL for a bad destination or empty method. */
+int bus_message_new_request(bus_message **ret, const char *destination, const char *method);
+/* New REPLY or ERROR answering a received REQUEST. -EINVAL if request is not
+ * a received request; -EPERM if the caller asked for no reply. */
+int bus_message_new_reply(bus_message *request, bus_message **ret);
+int bus_message_new_error(bus_message *request, bus_message **ret, const char *name,
+                          const char *format, ...) __attribute__((format(printf, 4, 5)));
+
+bus_message *bus_message_ref(bus_message *m);
+bus_message *bus_message_unref(bus_message *m);
+
+/* Copies size bytes as the payload, replacing any. -EPERM on a message that
+ * was sent or received (they are read-only), -EMSGSIZE over the protocol's
+ * maximum (128 MiB; the broker may allow less), -ESTALE on a bad message. */
+int bus_message_set_payload(bus_message *m, const void *data, size_t size);
+/* Names the payload's type, normally the fully qualified protobuf name
+ * ("example.Point"), so tools can decode it. type NULL clears it. */
+int bus_message_set_payload_type(bus_message *m, const char *type);
+/* Packs a protobuf-c message as the payload and names its type. */
+int bus_message_set_protobuf(bus_message *m, const ProtobufCMessage *pb);
+/* For a REQUEST: how long the broker and libbus wait for the reply
+ * (0: 25 s; capped at 1 hour). */
+int bus_message_set_timeout(bus_message *m, uint64_t usec);
+/* For a PUBLISH: keep it as the topic's retained message, handed to every
+ * later subscriber first. A retained publish with an empty payload removes the
+ * topic's retained message. */
+int bus_message_set_retain(bus_message *m, int retain);
+/* For a REQUEST: the caller wants no reply (send and forget). */
+int bus_message_set_no_reply(bus_message *m, int no_reply);
+
+/* The payload bytes; *data stays valid while m lives. Never fails on a valid
+ * message; an empty payload gives size 0 and a non-NULL pointer. */
+int bus_message_get_payload(bus_message *m, const void **data, size_t *size);
+/* Unpacks the payload with a protoc-c descriptor. The result is freed with
+ * protobuf_c_message_free_unpacked(*ret, NULL). -EBADMSG if the payload does
+ * not decode or its named type differs from desc's. */
+int bus_message_read_protobuf(bus_message *m, const ProtobufCMessageDescriptor *desc,
+                              ProtobufCMessage **ret);
+
+/* Accessors; strings are borrowed and NULL when not set. */
+int bus_message_get_kind(bus_message *m);             /* BUS_KIND_*, or -EINVAL */
+const char *bus_message_get_topic(bus_message *m);    /* PUBLISH */
+const char *bus_message_get_destination(bus_message *m);
+const char *bus_message_get_method(bus_message *m);   /* REQUEST */
+const char *bus_message_get_payload_type(bus_message *m);
+const char *bus_message_get_sender(bus_message *m);   /* received: ":1.N" or "bus" */
+const char *bus_message_get_error_name(bus_message *m);    /* ERROR */
+const char *bus_message_get_error_message(bus_message *m); /* ERROR */
+uint64_t bus_message_get_serial(bus_message *m);      /* 0 until sent */
+uint64_t bus_message_get_reply_serial(bus_message *m);
+/* Credentials of the sending process, stamped by the broker (from
+ * SO_PEERCRED when it connected). Any pointer may be NULL. -ENODATA for a
+ * message that was not received. */
+int bus_message_get_sender_creds(bus_message *m, uid_t *uid, gid_t *gid, pid_t *pid);
+/* Messages dropped for this connection since the previous one it received,
+ * because it did not read fast enough. */
+uint64_t bus_message_get_missed(bus_message *m);
+/* 1 for a retained copy handed to a new subscriber, 0 for a live publish. */
+int bus_message_is_retained(bus_message *m);
+/* If m is an ERROR, sets *e from it and returns the errno of its name;
+ * otherwise returns 0 and leaves *e alone. */
+int bus_message_get_error(bus_message *m, bus_error *e);
+
+/* ---- Sending. */
+
+/* Queues m for sending and assigns its serial (in *ret_serial if not NULL).
+ * The message becomes read-only. Never blocks. -ENOTCONN, -ECONNRESET the
+ * connection is lost, -EPERM the message was already sent, -ESTALE,
+ * -ENOBUFS more than 64 MiB is queued already. */
+int bus_client_send(bus_client *c, bus_message *m, uint64_t *ret_serial);
+
+/* Publishes a payload on a topic; flags: BUS_PUBLISH_RETAIN. */
+#define BUS_PUBLISH_RETAIN (UINT64_C(1) << 0)
+int bus_client_publish(bus_client *c, const char *topic, const void *data, size_t size,
+                       uint64_t flags);
+int bus_client_publish_protobuf(bus_client *c, const char *topic, const ProtobufCMessage *pb,
+                                uint64_t flags);
+
+/* ---- Calling methods. */
+
+/* Sends a REQUEST and blocks until its reply arrives or timeout_usec passes
+ * (0: the message's own timeout, else 25 s). Messages that arrive meanwhile
+ * are queued and dispatched by the next bus_client_process(). On success
+ * returns 0 and the REPLY in *ret_reply (may be NULL). When the callee or the
+ * broker answers with an ERROR, or the call fails locally, ret_error (may be
+ * NULL) is set and the error's errno is returned (see bus_error_to_errno();
+ * -ETIMEDOUT for a timeout, -ECONNRESET for a lost connection). */
+int bus_client_call(bus_client *c, bus_message *request, uint64_t timeout_usec,
+                    bus_error *ret_error, bus_message **ret_reply);
+/* Sends a REQUEST; callback receives the REPLY or an ERROR (also a locally
+ * made one for a timeout or a lost connection), exactly once, unless the slot
+ * is unreffed first, which cancels the call. ret_slot may be NULL: the call
+ * then lives until it completes. */
+int bus_client_call_async(bus_client *c, bus_slot **ret_slot, bus_message *request,
+                          bus_message_handler_t callback, void *userdata,
+                          uint64_t timeout_usec);
+/* Shorthands: a request with a raw payload, or protobuf in and out. */
+int bus_client_call_method(bus_client *c, const char *destination, const char *method,
+                           const void *data, size_t size, uint64_t timeout_usec,
+                           bus_error *ret_error, bus_message **ret_reply);
+int bus_client_call_protobuf(bus_client *c, const char *destination, const char *method,
+                             const ProtobufCMessage *request,
+                             const ProtobufCMessageDescriptor *reply_type,
+                             uint64_t timeout_usec, bus_error *ret_error,
+                             ProtobufCMessage **ret_reply);
+
+/* ---- Subscribing. */
+
+#define BUS_SUBSCRIBE_NO_RETAINED (UINT64_C(1) << 0) /* skip retained messages */
+
+/* Subscribes to a topic pattern: tokens as for topics, plus "*" for exactly one
+ * token and ">" (last) for one or more tokens. With a queue_group (non-NULL,
+ * non-empty), each message goes to one member of the group (those subscribed
+ * with the same pattern and group), rotating; plain subscribers all get every
+ * message. Blocks until the broker acknowledges: from then on every matching
+ * publish the broker receives is delivered. Retained messages of matching
+ * topics are dispatched first, by bus_client_process(). Unreffing the slot
+ * unsubscribes; with ret_slot NULL the subscription lasts as long as the
+ * connection. -EINVAL bad pattern, -EACCES/-ENOBUFS refused by the broker,
+ * -ETIMEDOUT, -ECONNRESET. */
+int bus_client_subscribe(bus_client *c, bus_slot **ret_slot, const char *pattern,
+                         const char *queue_group, uint64_t flags,
+                         bus_message_handler_t callback, void *userdata);
+
+/* ---- Names and serving methods. */
+
+#define BUS_NAME_ALLOW_REPLACEMENT (UINT64_C(1) << 0)
+#define BUS_NAME_REPLACE_EXISTING (UINT64_C(1) << 1)
+#define BUS_NAME_DO_NOT_QUEUE (UINT64_C(1) << 2)
+
+enum {
+        BUS_NAME_PRIMARY_OWNER = 1, /* the name is ours */
+        BUS_NAME_IN_QUEUE = 2,      /* we wait for it */
+        BUS_NAME_EXISTS = 3,        /* someone else has it, we did not queue */
+        BUS_NAME_ALREADY_OWNER = 4, /* it was ours already */
+};
+
+enum {
+        BUS_NAME_RELEASED = 1,
+        BUS_NAME_NON_EXISTENT = 2,
+        BUS_NAME_NOT_OWNER = 3,
+};
+
+/* Asks the broker for a well-known name (D-Bus rules: reverse-DNS elements of
+ * [A-Za-z0-9_-], at least two, none starting with a digit, at most 255 bytes).
+ * Blocks for the answer. Returns BUS_NAME_PRIMARY_OWNER, _IN_QUEUE, _EXISTS or
+ * _ALREADY_OWNER; -EINVAL bad name, -EACCES not allowed, -ETIMEDOUT,
+ * -ECONNRESET. Owner changes are published on the topic "bus.name.<name>". */
+int bus_client_request_name(bus_client *c, const char *name, uint64_t flags);
+/* Gives a name up (or leaves its queue). Returns BUS_NAME_RELEASED,
+ * _NON_EXISTENT or _NOT_OWNER. */
+int bus_client_release_name(bus_client *c, const char *name);
+
+/* Registers a handler for requests addressed to this connection. name: the
+ * destination it must be addressed to (one of our well-known names, or NULL
+ * for any); method: the method (NULL for any). The most specific handler wins:
+ * name and method, then method only, then name only, then neither. A request
+ * nobody handles is answered with bus.Error.UnknownMethod. Unreffing the slot
+ * removes the handler. */
+int bus_client_add_method(bus_client *c, bus_slot **ret_slot, const char *name,
+                          const char *method, bus_message_handler_t handler, void *userdata);
+
+/* Reply shorthands. Each answers a received request at most once: -EALREADY
+ * after a reply was sent, -EPERM if the caller asked for none. */
+int bus_client_reply(bus_client *c, bus_message *request, const void *data, size_t size);
+int bus_client_reply_protobuf(bus_client *c, bus_message *request, const ProtobufCMessage *pb);
+int bus_client_reply_error(bus_client *c, bus_message *request, const char *name,
+                           const char *format, ...) __attribute__((format(printf, 4, 5)));
+
+/* ---- Slots: registrations (subscriptions, method handlers, async calls). */
+
+bus_slot *bus_slot_ref(bus_slot *s);
+/* Drops a reference; the last one undoes the registration. */
+bus_slot *bus_slot_unref(bus_slot *s);
+void *bus_slot_get_userdata(bus_slot *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIBBUS_BUS_H */
