@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The broker's own service, "bus": Hello, names, subscriptions, listings and
+ * stats. Each method unpacks its <Method>Request payload, acts, and replies
+ * with <Method>Reply (proto/bus.proto) or an error, synchronously.
+ */
+#pragma once
+
+#include "busd/manager.h"
+#include "libbus/sockio.h"
+#include "proto/bus.pb-c.h"
+
+/* The first frame of a connection. */
+void driver_hello(Peer *p, const Bus__Envelope *env, const WireFrame *f);
+/* Any later request addressed to "bus". */
+void driver_handle(Peer *p, const Bus__Envelope *env, const WireFrame *f);
