@@ -48,7 +48,7 @@ static void _printf_(4, 5) reply_error(Peer *p, const Bus__Envelope *env, const 
         va_start(ap, format);
         vsnprintf(message, sizeof(message), format, ap);
         va_end(ap);
-        reply_error(p, env, name, "%s", message);
+        router_send_error(p->manager, p, env->serial, name, "%s", message);
 }
 
 /* Keeps printable ASCII of a client-chosen description, for logs and lists. */
