@@ -93,7 +93,8 @@ typedef struct bus_error {
 void bus_error_free(bus_error *e);
 /* Sets *e (freeing what it held). message is a printf format and may be NULL.
  * Returns the negative errno bus_error_to_errno() gives for the name, so a
- * handler can write return bus_error_set(...). -EINVAL for a bad name. */
+ * handler can write return bus_error_set(...). e may be NULL: then only the
+ * errno is returned. -EINVAL for a bad name. */
 int bus_error_set(bus_error *e, const char *name, const char *format, ...)
         __attribute__((format(printf, 3, 4)));
 /* 1 if e holds an error with this name, 0 if not. */
@@ -123,9 +124,11 @@ int bus_client_set_description(bus_client *c, const char *description);
 /* Connects and greets the broker; blocks until the broker has answered or
  * 25 s passed. address is a socket path, "@name" for an abstract socket, or
  * NULL for $BUSD_ADDRESS, then $XDG_RUNTIME_DIR/busd/bus, then
- * /tmp/busd-$UID/bus. Errors: -EISCONN already connected, -ENOENT or
- * -ECONNREFUSED no broker there, -ETIMEDOUT no greeting, -EPROTO the broker
- * answered nonsense, other connect() errors. */
+ * /tmp/busd-$UID/bus. Errors: -EISCONN already connected (a client connects
+ * once; after a failed attempt it may try again), -ENOENT or -ECONNREFUSED no
+ * broker there, -ETIMEDOUT no greeting, -EPROTO the broker answered nonsense,
+ * the errno of the broker's error if it refused the greeting (-EACCES, ...),
+ * other connect() errors. */
 int bus_client_connect(bus_client *c, const char *address);
 /* bus_client_new() and bus_client_connect() in one. */
 int bus_client_open(bus_client **ret, const char *address);
@@ -145,7 +148,8 @@ int bus_client_set_log(bus_client *c, bus_log_fn fn, void *userdata);
 
 /* The connection's socket, to poll. -ENOTCONN. */
 int bus_client_get_fd(bus_client *c);
-/* poll() events to wait for: POLLIN, plus POLLOUT while output is queued. */
+/* poll() events to wait for: POLLIN, plus POLLOUT while output is queued.
+ * -ENOTCONN. */
 int bus_client_get_events(bus_client *c);
 /* When bus_client_process() must next run even without I/O (a call's
  * timeout): absolute CLOCK_MONOTONIC time in microseconds in *ret, or
@@ -155,7 +159,8 @@ int bus_client_get_timeout(bus_client *c, uint64_t *ret);
  * messages that are ready to their callbacks. Never blocks. Returns 1 if it
  * did something (call it again before sleeping), 0 if there was nothing to
  * do, -ECONNRESET once the connection is lost (pending calls have then been
- * failed with bus.Error.Disconnected), or another negative errno. A callback
+ * failed with bus.Error.Disconnected), -EBUSY when called from one of this
+ * client's own callbacks, or another negative errno. A callback
  * that returns a negative errno does not stop processing: it is logged, and
  * for a method call an error reply is sent. */
 int bus_client_process(bus_client *c);
@@ -172,9 +177,10 @@ int bus_client_run(bus_client *c);
 int bus_client_exit(bus_client *c, int code);
 
 /* Drives the connection from an sd_event loop: adds an I/O source and a timer
- * at the given priority. The client takes a reference on the loop. -EBUSY if
- * already attached. When the connection is lost the sources are disabled and
- * the loop goes on. */
+ * at the given priority. e NULL means the thread's default loop
+ * (sd_event_default()). The client takes a reference on the loop. Call it
+ * after connecting: -ENOTCONN before. -EBUSY if already attached. When the
+ * connection is lost the sources are disabled and the loop goes on. */
 int bus_client_attach_event(bus_client *c, sd_event *e, int64_t priority);
 int bus_client_detach_event(bus_client *c);
 
@@ -194,7 +200,8 @@ enum {
 typedef int (*bus_message_handler_t)(bus_message *m, void *userdata);
 
 /* New PUBLISH on a topic: dot-separated tokens of ASCII 0x21-0x7E except
- * '.', '*' and '>', at most 1024 bytes in all. -EINVAL for a bad topic. */
+ * '.', '*' and '>', at most 1024 bytes in all. -EINVAL for a bad topic, and
+ * for the reserved ones ("bus" and "bus.*"), where only the broker publishes. */
 int bus_message_new_publish(bus_message **ret, const char *topic);
 /* New REQUEST to destination (a well-known name, a unique id or "bus") for a
  * method. -EINVAL for a bad destination or empty method. */
@@ -265,7 +272,9 @@ int bus_message_get_error(bus_message *m, bus_error *e);
 /* Queues m for sending and assigns its serial (in *ret_serial if not NULL).
  * The message becomes read-only. Never blocks. -ENOTCONN, -ECONNRESET the
  * connection is lost, -EPERM the message was already sent, -ESTALE,
- * -ENOBUFS more than 64 MiB is queued already. */
+ * -ENOBUFS more than 64 MiB is queued already, -EMSGSIZE the payload is over
+ * the broker's limit (from its greeting), -EALREADY m is a reply to a request
+ * that was answered already. */
 int bus_client_send(bus_client *c, bus_message *m, uint64_t *ret_serial);
 
 /* Publishes a payload on a topic; flags: BUS_PUBLISH_RETAIN. */
@@ -283,13 +292,14 @@ int bus_client_publish_protobuf(bus_client *c, const char *topic, const Protobuf
  * returns 0 and the REPLY in *ret_reply (may be NULL). When the callee or the
  * broker answers with an ERROR, or the call fails locally, ret_error (may be
  * NULL) is set and the error's errno is returned (see bus_error_to_errno();
- * -ETIMEDOUT for a timeout, -ECONNRESET for a lost connection). */
+ * -ETIMEDOUT for a timeout, -ECONNRESET for a lost connection). -EINVAL for a
+ * request marked no-reply. */
 int bus_client_call(bus_client *c, bus_message *request, uint64_t timeout_usec,
                     bus_error *ret_error, bus_message **ret_reply);
 /* Sends a REQUEST; callback receives the REPLY or an ERROR (also a locally
  * made one for a timeout or a lost connection), exactly once, unless the slot
  * is unreffed first, which cancels the call. ret_slot may be NULL: the call
- * then lives until it completes. */
+ * then lives until it completes. callback may be NULL. */
 int bus_client_call_async(bus_client *c, bus_slot **ret_slot, bus_message *request,
                           bus_message_handler_t callback, void *userdata,
                           uint64_t timeout_usec);
