@@ -234,7 +234,8 @@ int peer_deliver(Peer *p, const OutFrame *o, const uint8_t *suffix, size_t suffi
                 }
                 tail = e->pins[2]->data;
         }
-        memcpy(tail, suffix, suffix_len);
+        if (suffix_len > 0)
+                memcpy(tail, suffix, suffix_len);
         tail_len = suffix_len + peer_add_missed(p, tail + suffix_len);
 
         env_len = o->envelope_len + stamp_len + tail_len;
