@@ -29,6 +29,7 @@
 #define FIELD_MISSED 21
 
 static int peer_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+static bool peer_route_buffered(Peer *p);
 
 /* The stamp is encoded once per connection and appended to every frame it
  * sends; all four fields are always present so a zero uid is explicit. */
@@ -286,13 +287,36 @@ void peer_flush(Peer *p) {
         }
         if (p->writer.queued_bytes <= p->manager->config.max_queue_bytes / 2) {
                 p->lagging = false;
-                p->reading_paused = false;
+                if (p->reading_paused) {
+                        p->reading_paused = false;
+                        /* Frames read before the pause get no new EPOLLIN:
+                         * route them now. */
+                        (void) peer_route_buffered(p);
+                }
         }
         peer_update_io(p);
 }
 
-static void peer_read(Peer *p) {
+/* Routes the complete frames already buffered. Returns false when the peer
+ * must not be read any further now (closing, or paused by flow control). */
+static bool peer_route_buffered(Peer *p) {
         WireFrame frame;
+        int r;
+
+        while ((r = wire_reader_next(&p->reader, &frame)) > 0) {
+                router_handle_frame(p, &frame);
+                wire_frame_release(&frame);
+                if (peer_is_closing(p) || p->reading_paused)
+                        return false;
+        }
+        if (r < 0) {
+                peer_protocol_error(p, wire_strerror(r));
+                return false;
+        }
+        return true;
+}
+
+static void peer_read(Peer *p) {
         int r;
 
         for (int round = 0; round < PEER_READ_ROUNDS; round++) {
@@ -315,16 +339,8 @@ static void peer_read(Peer *p) {
                         peer_close(p, reason);
                         return;
                 }
-                while ((r = wire_reader_next(&p->reader, &frame)) > 0) {
-                        router_handle_frame(p, &frame);
-                        wire_frame_release(&frame);
-                        if (peer_is_closing(p) || p->reading_paused)
-                                return;
-                }
-                if (r < 0) {
-                        peer_protocol_error(p, wire_strerror(r));
+                if (!peer_route_buffered(p))
                         return;
-                }
         }
 }
 
