@@ -4,6 +4,7 @@
  * here), and the run loop. Everything else lives in the manager.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -142,6 +143,11 @@ static int add_activated_listeners(Manager *m, int n) {
                         return log_error_errno(r < 0 ? r : -EINVAL,
                                                "socket-activated fd %d is not a listening AF_UNIX stream socket",
                                                fd);
+                /* The socket may come blocking; accepting until EAGAIN would
+                 * then block the whole loop. */
+                r = fcntl(fd, F_GETFL);
+                if (r < 0 || fcntl(fd, F_SETFL, r | O_NONBLOCK) < 0)
+                        return log_error_errno(-errno, "cannot make fd %d non-blocking: %m", fd);
                 r = manager_add_listener(m, fd, NULL);
                 if (r < 0)
                         return log_error_errno(r, "cannot watch fd %d: %s", fd, strerror(-r));
