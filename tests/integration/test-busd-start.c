@@ -7,8 +7,8 @@
  * disconnect), refuses bad addresses and a second broker on a busy address
  * with a clear message, runs under socket activation (serving the connection
  * that started it and later ones, and leaving the socket file, which it did
- * not create), and handles its command line. Talks to busd with
- * raw sockets only; the libbus-level behaviour is tested elsewhere.
+ * not create), and handles its command line. Mostly raw sockets; one libbus
+ * round trip shows clients work through a socket-activated broker.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <libbus/bus.h>
 
 #include "libbus/macro.h"
 #include "tests/lib/tap.h"
@@ -166,6 +168,37 @@ static void test_second_broker_refused(void) {
         tap_check(!a.socket_remained);
 }
 
+static int count_message(bus_message *m, void *userdata) {
+        (*(unsigned *) userdata)++;
+        return 0;
+}
+
+/* A subscriber and a publisher, each with its own connection, and a call to
+ * the broker: true if the publish arrived and the call was answered. */
+static bool libbus_round_trip(const char *address) {
+        bus_client *sub = NULL, *pub = NULL;
+        bus_message *reply = NULL;
+        unsigned received = 0;
+        bool ok = false;
+
+        if (bus_client_open(&sub, address) < 0 || bus_client_open(&pub, address) < 0 ||
+            bus_client_subscribe(sub, NULL, "activation.>", NULL, 0, count_message, &received) < 0 ||
+            bus_client_publish(pub, "activation.test", "x", 1, 0) < 0 ||
+            bus_client_call_method(pub, "bus", "Ping", NULL, 0, 5 * BUS_USEC_PER_SEC, NULL,
+                                   &reply) < 0)
+                goto finish;
+        /* The publish left before the Ping, so it reached the broker first. */
+        while (received == 0 && bus_client_wait(sub, 5 * BUS_USEC_PER_SEC) > 0)
+                while (bus_client_process(sub) > 0)
+                        ;
+        ok = received == 1;
+finish:
+        bus_message_unref(reply);
+        bus_client_unref(sub);
+        bus_client_unref(pub);
+        return ok;
+}
+
 static void test_socket_activation(void) {
         const char *activate = getenv("SYSTEMD_SOCKET_ACTIVATE");
         const char *argv[24];
@@ -204,6 +237,8 @@ static void test_socket_activation(void) {
         tap_check(fd >= 0);
         check_or_dump(&b, broker_rejects_garbage(fd));
         safe_close(fd);
+        /* And libbus clients work through it like through a bound socket. */
+        check_or_dump(&b, libbus_round_trip(b.address));
         check_or_dump(&b, test_busd_alive(&b));
 
         tap_check_int(test_busd_stop(&b), 0);
