@@ -471,8 +471,7 @@ static void test_client_stops_reading(void) {
 }
 
 static void test_broker_exits_cleanly(void) {
-        if (!tap_check_int(test_busd_stop(&busd), 0))
-                test_busd_dump_log(&busd);
+        test_busd_check_clean_exit(&busd);
 }
 
 int main(void) {
@@ -480,10 +479,7 @@ int main(void) {
 
         tap_init();
         signal(SIGPIPE, SIG_IGN);
-        if (test_busd_start(&busd, args) < 0) {
-                printf("Bail out! cannot start busd\n");
-                return 1;
-        }
+        test_busd_start_or_bail(&busd, args);
         TAP_RUN(test_garbage);
         TAP_RUN(test_wrong_magic);
         TAP_RUN(test_lengths_over_limit);

@@ -843,18 +843,13 @@ static void test_connection_loss_crash(void) {
 }
 
 static void test_broker_exits_cleanly(void) {
-        if (!tap_check_int(test_busd_stop(&busd), 0))
-                test_busd_dump_log(&busd);
+        test_busd_check_clean_exit(&busd);
 }
 
 int main(void) {
         tap_init();
         signal(SIGPIPE, SIG_IGN);
-        if (test_busd_start(&busd, NULL) < 0) {
-                printf("Bail out! cannot start busd\n");
-                test_busd_stop(&busd);
-                return 1;
-        }
+        test_busd_start_or_bail(&busd, NULL);
         TAP_RUN(test_poll_loop);
         TAP_RUN(test_sd_event);
         TAP_RUN(test_run_exit);

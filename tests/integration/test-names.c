@@ -951,19 +951,13 @@ finish:
 }
 
 static void test_broker_exits_cleanly(void) {
-        if (!tap_check_int(test_busd_stop(&busd), 0))
-                test_busd_dump_log(&busd);
+        test_busd_check_clean_exit(&busd);
 }
 
 int main(void) {
         tap_init();
         signal(SIGPIPE, SIG_IGN);
-        if (test_busd_start(&busd, NULL) < 0) {
-                test_busd_dump_log(&busd);
-                (void) test_busd_stop(&busd);
-                printf("Bail out! cannot start busd\n");
-                return 1;
-        }
+        test_busd_start_or_bail(&busd, NULL);
         TAP_RUN(test_ownership_events_and_routing);
         TAP_RUN(test_replacement_and_queue_departures);
         TAP_RUN(test_invalid_names);

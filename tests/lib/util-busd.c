@@ -617,3 +617,16 @@ int test_count_fds(pid_t pid) {
         closedir(d);
         return n;
 }
+
+void test_busd_start_or_bail(TestBusd *b, const char *const *extra_args) {
+        if (test_busd_start(b, extra_args) >= 0)
+                return;
+        test_busd_dump_log(b);
+        (void) test_busd_stop(b);
+        printf("Bail out! cannot start busd\n");
+        exit(1);
+}
+
+void test_busd_check_clean_exit(TestBusd *b) {
+        tap_check_int(test_busd_stop(b), 0);
+}

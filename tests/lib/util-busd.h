@@ -103,6 +103,13 @@ int test_busd_wait_exit(TestBusd *b, int timeout_ms);
  * zeroed, failed or already stopped TestBusd. */
 int test_busd_stop(TestBusd *b);
 
+/* For a test program's main(): test_busd_start(), or on failure show why,
+ * clean up, print "Bail out!" and exit 1 (TAP's way to abort a run). */
+void test_busd_start_or_bail(TestBusd *b, const char *const *extra_args);
+/* For a program's last case: stops busd and checks it exited 0 on SIGTERM
+ * (test_busd_stop() shows the log when it did not). */
+void test_busd_check_clean_exit(TestBusd *b);
+
 /* Whether the process still runs (reaps it, setting b->status, if not). */
 bool test_busd_alive(TestBusd *b);
 
