@@ -81,6 +81,7 @@ void driver_hello(Peer *p, const Bus__Envelope *env, const WireFrame *f) {
         hr.broker_version = (char *) BUSD_VERSION;
         hr.max_envelope_bytes = p->manager->config.max_envelope;
         hr.max_payload_bytes = p->manager->config.max_payload;
+        hr.max_fds = p->manager->config.max_fds;
         reply(p, env, &hr.base);
         log_debug("peer %s greeted as \"%s\"", p->unique_id, p->description ? p->description : "");
         router_peer_greeted(p);

@@ -31,14 +31,19 @@ static void help(void) {
                "     --max-payload-bytes=N    Largest inline payload accepted (default 8 MiB)\n"
                "     --max-queue-bytes=N      Outgoing queue limit per connection (default 32 MiB)\n"
                "     --max-fds=N              File descriptors per message (default 16, max 253)\n"
+               "     --max-queued-fds=N       File descriptors queued per connection (default 1024)\n"
+               "     --max-memfd-bytes=N      Largest shared-memory payload (default 1 GiB)\n"
+               "     --max-memfd-queued-bytes=N\n"
+               "                              Shared memory one sender may have queued (default 1 GiB)\n"
                "     --log-level=LEVEL        err, warning, notice, info (default), debug\n\n"
                "Without --address or --system, busd serves the per-user bus on\n"
                "$XDG_RUNTIME_DIR/busd/bus (or /tmp/busd-$UID/bus). Sockets passed by\n"
                "systemd socket activation take precedence over both.\n");
 }
 
+/* A number with an optional K, M or G suffix (powers of 1024). */
 static int parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *ret) {
-        unsigned long long v;
+        unsigned long long v, unit = 1;
         char *end;
 
         errno = 0;
@@ -46,10 +51,15 @@ static int parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *ret) 
         if (errno != 0 || end == s || s[0] == '-')
                 return -EINVAL;
         if (*end == 'K' || *end == 'k')
-                v *= 1024, end++;
+                unit = 1024, end++;
         else if (*end == 'M')
-                v *= 1024 * 1024, end++;
-        if (*end || v < min || v > max)
+                unit = 1024 * 1024, end++;
+        else if (*end == 'G')
+                unit = 1024 * 1024 * 1024, end++;
+        if (*end || v > UINT64_MAX / unit)
+                return -ERANGE;
+        v *= unit;
+        if (v < min || v > max)
                 return -ERANGE;
         *ret = v;
         return 0;
@@ -61,7 +71,17 @@ typedef struct Options {
 } Options;
 
 static int parse_argv(int argc, char *argv[], Options *o) {
-        enum { ARG_VERSION = 0x100, ARG_SYSTEM, ARG_MAX_PAYLOAD, ARG_MAX_QUEUE, ARG_MAX_FDS, ARG_LOG_LEVEL };
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_SYSTEM,
+                ARG_MAX_PAYLOAD,
+                ARG_MAX_QUEUE,
+                ARG_MAX_FDS,
+                ARG_MAX_QUEUED_FDS,
+                ARG_MAX_MEMFD,
+                ARG_MAX_MEMFD_QUEUED,
+                ARG_LOG_LEVEL,
+        };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -70,6 +90,9 @@ static int parse_argv(int argc, char *argv[], Options *o) {
                 { "max-payload-bytes", required_argument, NULL, ARG_MAX_PAYLOAD },
                 { "max-queue-bytes", required_argument, NULL, ARG_MAX_QUEUE },
                 { "max-fds", required_argument, NULL, ARG_MAX_FDS },
+                { "max-queued-fds", required_argument, NULL, ARG_MAX_QUEUED_FDS },
+                { "max-memfd-bytes", required_argument, NULL, ARG_MAX_MEMFD },
+                { "max-memfd-queued-bytes", required_argument, NULL, ARG_MAX_MEMFD_QUEUED },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 {}
         };
@@ -109,6 +132,24 @@ static int parse_argv(int argc, char *argv[], Options *o) {
                                 return log_error_errno(r, "invalid --max-fds: %s (0..%u)", optarg,
                                                        WIRE_FDS_MAX);
                         o->config.max_fds = (uint32_t) v;
+                        break;
+                case ARG_MAX_QUEUED_FDS:
+                        r = parse_size(optarg, 1, 1u << 20, &v);
+                        if (r < 0)
+                                return log_error_errno(r, "invalid --max-queued-fds: %s", optarg);
+                        o->config.max_queued_fds = (unsigned) v;
+                        break;
+                case ARG_MAX_MEMFD:
+                        r = parse_size(optarg, 1, UINT64_C(1) << 40, &v);
+                        if (r < 0)
+                                return log_error_errno(r, "invalid --max-memfd-bytes: %s", optarg);
+                        o->config.max_memfd_payload = v;
+                        break;
+                case ARG_MAX_MEMFD_QUEUED:
+                        r = parse_size(optarg, 1, UINT64_C(1) << 40, &v);
+                        if (r < 0)
+                                return log_error_errno(r, "invalid --max-memfd-queued-bytes: %s", optarg);
+                        o->config.max_memfd_queued = v;
                         break;
                 case ARG_LOG_LEVEL:
                         r = log_level_from_string(optarg);

@@ -27,6 +27,9 @@ void manager_config_init(ManagerConfig *c) {
                 .max_fds = MANAGER_DEFAULT_MAX_FDS,
                 .max_queue_bytes = MANAGER_DEFAULT_MAX_QUEUE,
                 .max_subscriptions = MANAGER_DEFAULT_MAX_SUBSCRIPTIONS,
+                .max_queued_fds = MANAGER_DEFAULT_MAX_QUEUED_FDS,
+                .max_memfd_payload = MANAGER_DEFAULT_MAX_MEMFD_PAYLOAD,
+                .max_memfd_queued = MANAGER_DEFAULT_MAX_MEMFD_QUEUED,
                 .default_timeout_usec = MANAGER_DEFAULT_TIMEOUT_USEC,
                 .max_timeout_usec = MANAGER_MAX_TIMEOUT_USEC,
         };

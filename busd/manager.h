@@ -34,6 +34,9 @@ typedef struct ManagerConfig {
         uint32_t max_fds;                /* per frame */
         uint64_t max_queue_bytes;        /* per peer, outgoing */
         unsigned max_subscriptions;      /* per peer */
+        unsigned max_queued_fds;         /* per peer, outgoing */
+        uint64_t max_memfd_payload;      /* bytes of one memfd payload */
+        uint64_t max_memfd_queued;       /* bytes of a sender's memfds held by the broker */
         uint64_t default_timeout_usec;   /* requests */
         uint64_t max_timeout_usec;
         bool system_bus;
@@ -43,6 +46,9 @@ typedef struct ManagerConfig {
 #define MANAGER_DEFAULT_MAX_QUEUE (32u * 1024u * 1024u)
 #define MANAGER_DEFAULT_MAX_FDS 16u
 #define MANAGER_DEFAULT_MAX_SUBSCRIPTIONS 4096u
+#define MANAGER_DEFAULT_MAX_QUEUED_FDS 1024u
+#define MANAGER_DEFAULT_MAX_MEMFD_PAYLOAD (UINT64_C(1) << 30)
+#define MANAGER_DEFAULT_MAX_MEMFD_QUEUED (UINT64_C(1) << 30)
 #define MANAGER_DEFAULT_TIMEOUT_USEC (25ull * 1000000ull)
 #define MANAGER_MAX_TIMEOUT_USEC (3600ull * 1000000ull)
 

@@ -12,6 +12,7 @@
 
 #include "busd/hashmap.h"
 #include "busd/log.h"
+#include "busd/payload.h"
 #include "busd/peer.h"
 #include "busd/router.h"
 #include "libbus/macro.h"
@@ -94,6 +95,9 @@ int peer_new(Manager *m, int fd, Peer **ret) {
         r = peer_build_stamp(p);
         if (r < 0)
                 return r;
+        p->payload_account = payload_account_new();
+        if (!p->payload_account)
+                return -ENOMEM;
         r = hashmap_new(&p->subscriptions, HASHMAP_KEY_U64);
         if (r < 0)
                 return r;
@@ -137,6 +141,7 @@ Peer *peer_free(Peer *p) {
         name_client_deinit(&p->names);
         hashmap_free(p->subscriptions);
         wire_chunk_unref(p->stamp);
+        payload_account_unref(p->payload_account);
         free(p->security_label);
         free(p->description);
         safe_close(p->fd);
@@ -182,7 +187,8 @@ void peer_protocol_error(Peer *p, const char *reason) {
 }
 
 bool peer_is_full(const Peer *p) {
-        return p->writer.queued_bytes >= p->manager->config.max_queue_bytes;
+        return p->writer.queued_bytes >= p->manager->config.max_queue_bytes ||
+               p->writer.queued_fds >= p->manager->config.max_queued_fds;
 }
 
 /* Appends the missed counter to a suffix; returns its new length. */

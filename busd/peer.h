@@ -56,6 +56,7 @@ struct Peer {
         char *description;    /* from Hello */
         uint64_t connected_realtime_usec;
         WireChunk *stamp;     /* encoded sender fields appended to its frames */
+        struct PayloadAccount *payload_account; /* its memfd bytes held by the broker */
 
         NameClient names;
         Hashmap *subscriptions; /* subscription id -> MatchSub */

@@ -90,12 +90,12 @@ static Retained *retained_new(const char *topic, const OutFrame *o) {
         return r;
 }
 
-int retained_set(RetainedStore *s, const char *topic, const OutFrame *o) {
+int retained_set(RetainedStore *s, const char *topic, const OutFrame *o, bool has_payload) {
         Retained *old = hashmap_remove(s->by_topic, topic), *r;
         int e;
 
         retained_free(old);
-        if (o->payload_len == 0)
+        if (!has_payload)
                 return 0;
         r = retained_new(topic, o);
         if (!r)

@@ -8,6 +8,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "busd/manager.h"
@@ -16,8 +17,9 @@ int retained_store_new(RetainedStore **ret);
 RetainedStore *retained_store_free(RetainedStore *s);
 
 /* Keeps o as the retained message of topic (NUL-terminated), replacing the
- * previous one; an empty payload deletes it instead. */
-int retained_set(RetainedStore *s, const char *topic, const OutFrame *o);
+ * previous one; a message without payload (no inline bytes and no memfd,
+ * has_payload false) deletes it instead. */
+int retained_set(RetainedStore *s, const char *topic, const OutFrame *o, bool has_payload);
 
 typedef void (*retained_fn)(const char *topic, const OutFrame *o, void *userdata);
 /* Calls fn for each retained message whose topic the pattern matches. */

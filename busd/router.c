@@ -20,6 +20,7 @@
 #include "busd/log.h"
 #include "busd/match.h"
 #include "busd/name.h"
+#include "busd/payload.h"
 #include "busd/peer.h"
 #include "busd/pending.h"
 #include "busd/retained.h"
@@ -250,7 +251,8 @@ static void handle_publish(Peer *p, const Bus__Envelope *env, const OutFrame *o)
                 return;
         }
         if (env->flags & BUS__ENVELOPE_FLAG__ENVELOPE_FLAG_RETAIN) {
-                r = retained_set(m->retained, env->topic, o);
+                r = retained_set(m->retained, env->topic, o,
+                                 o->payload_len > 0 || env->memfd_payload_size > 0);
                 if (r < 0) {
                         router_send_error(m, p, env->serial, "bus.Error.LimitsExceeded",
                                           "cannot retain message: %s", strerror(-r));
@@ -408,6 +410,18 @@ void router_handle_frame(Peer *p, const WireFrame *f) {
                 router_send_error(m, p, env->serial, "bus.Error.InvalidArgs",
                                   "frame sets fields only the broker may set");
                 goto finish;
+        }
+        if (env->memfd_payload_size > 0) {
+                int r = payload_check(&m->config, p->payload_account, f, env->memfd_payload_size);
+                if (r != 0) {
+                        bool quota = r == PAYLOAD_E_QUOTA || r == PAYLOAD_E_TOO_LARGE;
+                        log_debug("frame from %s refused: %s", p->unique_id,
+                                  r < 0 ? strerror(-r) : payload_strerror(r));
+                        router_send_error(m, p, env->serial,
+                                          quota ? "bus.Error.LimitsExceeded" : "bus.Error.InvalidArgs",
+                                          "%s", r < 0 ? strerror(-r) : payload_strerror(r));
+                        goto finish;
+                }
         }
 
         switch (env->kind) {

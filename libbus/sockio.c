@@ -76,8 +76,16 @@ static int reader_make_room(WireReader *r) {
                 r->chunk = wire_chunk_new(r->chunk_size);
                 return r->chunk ? 0 : -ENOMEM;
         }
-        /* Everything parsed and nobody else holds the chunk: start over. */
+        /* Everything parsed and nobody else holds the chunk: start over,
+         * in a normal-sized chunk if this one was grown for a big frame, so
+         * one large message does not pin its size for the connection's life. */
         if (tail == 0 && r->chunk->refs == 1) {
+                if (r->chunk->size > r->chunk_size) {
+                        r->chunk = wire_chunk_unref(r->chunk);
+                        r->chunk = wire_chunk_new(r->chunk_size);
+                        r->parsed = 0;
+                        return r->chunk ? 0 : -ENOMEM;
+                }
                 r->chunk->used = r->parsed = 0;
                 return 0;
         }

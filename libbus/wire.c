@@ -120,6 +120,8 @@ WireFds *wire_fds_new(unsigned n) {
                 return NULL;
         f->refs = 1;
         f->n = n;
+        f->on_free = NULL;
+        f->on_free_userdata = NULL;
         for (unsigned i = 0; i < n; i++)
                 f->fds[i] = -1;
         return f;
@@ -136,6 +138,8 @@ WireFds *wire_fds_unref(WireFds *f) {
                 return NULL;
         assert(f->refs > 0);
         if (--f->refs == 0) {
+                if (f->on_free)
+                        f->on_free(f, f->on_free_userdata);
                 for (unsigned i = 0; i < f->n; i++)
                         safe_close(f->fds[i]);
                 free(f);

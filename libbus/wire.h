@@ -76,6 +76,11 @@ static inline void wire_chunk_unrefp(WireChunk **c) {
 typedef struct WireFds {
         unsigned refs;
         unsigned n;
+        /* Called once when the last reference goes, before the descriptors
+         * are closed: how the broker returns a memfd's bytes to its
+         * sender's quota. NULL for none. */
+        void (*on_free)(struct WireFds *f, void *userdata);
+        void *on_free_userdata;
         int fds[];
 } WireFds;
 
