@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Struct definitions shared by the files of libbus (client.c, client-call.c,
- * client-io.c, message.c, slot.c, error.c, event.c, name-api.c, protobuf.c)
+ * client-io.c, message.c, message-payload.c, slot.c, error.c, event.c,
+ * name-api.c, protobuf.c)
  * and nothing else: tools and applications see only the opaque handles of
  * <libbus/bus.h>.
  *
@@ -16,8 +17,12 @@
  *    goes away first, every slot is unlinked and its client pointer cleared.
  *  - A received bus_message owns its unpacked envelope, a reference on the
  *    WireChunk its frame was read into (the payload points into it: zero copy)
- *    and the frame's descriptors. A built message owns its envelope strings
- *    and a chunk with its payload, which the writer pins while sending.
+ *    and the frame's descriptors. A built message owns its envelope strings,
+ *    a chunk with its payload, which the writer pins while sending, and
+ *    duplicates of the descriptors attached to it. A shared-memory payload is
+ *    the last of the message's descriptors, plus the mappings of it that the
+ *    message made; the writer holds a reference on the descriptors until
+ *    they are sent.
  *  - Messages never reference a client, so there are no reference cycles.
  */
 #pragma once
@@ -96,10 +101,21 @@ struct bus_message {
         Bus__Envelope *env;    /* &local, or the unpacked envelope of a received one */
         Bus__Envelope local;   /* built message: strings malloc'd or protobuf_c_empty_string */
         uint64_t timeout_usec; /* built REQUEST: 0 for the default */
-        WireChunk *chunk;      /* holds the payload bytes (built or received) */
-        const uint8_t *payload;
+        /* The payload is inline (in chunk) or, when shm, the content of
+         * the memfd that is the last of fds. */
+        WireChunk *chunk;      /* inline payload bytes (built or received), or NULL */
+        const uint8_t *payload; /* into chunk, or shm_rmap; NULL until shm is mapped */
         size_t payload_size;
-        WireFds *fds;          /* received descriptors, or NULL */
+        int shm_mode;          /* built: BUS_SHM_* */
+        bool payload_fixed;    /* built: a payload was set or reserved, shm_mode is final */
+        bool payload_lent;     /* bus_message_get_payload() handed out a pointer into chunk */
+        bool shm;              /* the payload is the memfd at fds->fds[fds->n - 1] */
+        bool shm_sealed;       /* built: its memfd is sealed (sending was tried) */
+        bool shm_final;        /* built: the memfd stays, whatever the connection's threshold */
+        void *shm_wmap;        /* built: writable mapping from reserve, until sending */
+        const void *shm_rmap;  /* read-only mapping, made on first access */
+        WireFds *fds;          /* descriptors in wire order (the shm memfd last), or NULL */
+        uint64_t fds_taken[(WIRE_FDS_MAX + 63) / 64]; /* taken while fds was shared */
         bus_message *request;  /* built REPLY/ERROR: the request it answers (ref) */
         bus_message *queue_next; /* the client's receive queue */
 };
@@ -111,9 +127,30 @@ int message_new_local_error(bus_message **ret, uint64_t reply_serial, const char
                             const char *format, ...) _printf_(4, 5);
 int message_new_error_va(bus_message *request, bus_message **ret, const char *name,
                          const char *format, va_list ap) _printf_(4, 0);
-/* The payload: chunk and its used bytes, taking over the caller's reference. */
-void message_set_payload_chunk(bus_message *m, WireChunk *chunk);
+/* Common checks of the setters: 0 if m may still be changed. */
+int message_check_writable(bus_message *m);
 bool message_is_no_reply(const bus_message *m);
+
+/* message-payload.c */
+/* Takes over a received frame's payload and descriptors. */
+void message_payload_from_frame(bus_message *m, WireFrame *frame);
+/* Releases the payload, its mappings and the descriptors. */
+void message_payload_free(bus_message *m);
+/* Checks a received message's shared-memory payload (seals, size, layout):
+ * 0, or -EBADFD for one that must not be mapped. */
+int message_verify_payload(bus_message *m);
+/* The payload bytes, mapping a shared-memory payload on first use. */
+int message_get_payload(bus_message *m, const void **ret_data, size_t *ret_size);
+/* Readies a built message's payload for the wire: moves a BUS_SHM_AUTO
+ * payload between heap and memfd as the connection's threshold says, drops
+ * the writable mapping and seals the memfd. -EMSGSIZE (before any copy) if
+ * it is to go inline and is larger than max_inline. Idempotent, so a failed
+ * send can be retried. */
+int message_prepare_payload(bus_message *m, size_t shm_threshold, size_t max_inline);
+/* Inline payload bytes the frame carries (0 for shared memory). */
+static inline size_t message_inline_size(const bus_message *m) {
+        return m->shm ? 0 : m->payload_size;
+}
 DEFINE_CLEANUP(bus_message, bus_message_unref)
 
 static inline bool streq(const char *a, const char *b) {
@@ -185,8 +222,10 @@ struct bus_client {
         char *unique_id;
         uint32_t max_envelope; /* the broker's limits, from HelloReply */
         uint32_t max_payload;
+        uint32_t max_fds;      /* per frame, a memfd payload included */
         uint64_t serial;       /* last one used */
         uint64_t sub_id;       /* last subscription id used */
+        size_t shm_threshold;  /* BUS_SHM_AUTO payloads of this size go to shared memory */
 
         WireReader reader;
         WireWriter writer;
@@ -263,4 +302,3 @@ void client_methods_unlink(bus_client *c, bus_slot *s);
 int client_call_broker(bus_client *c, const char *method, const ProtobufCMessage *request,
                        const ProtobufCMessageDescriptor *reply_type, uint64_t timeout_usec,
                        bus_error *error, ProtobufCMessage **ret);
-int pack_to_chunk(const ProtobufCMessage *pb, WireChunk **ret);

@@ -87,7 +87,7 @@ typedef struct bus_error {
 #define BUS_ERROR_INVALID_ARGS "bus.Error.InvalidArgs"      /* malformed request */
 #define BUS_ERROR_ACCESS_DENIED "bus.Error.AccessDenied"    /* not allowed */
 #define BUS_ERROR_LIMITS_EXCEEDED "bus.Error.LimitsExceeded" /* a quota or size limit */
-#define BUS_ERROR_PROTOCOL "bus.Error.Protocol"             /* malformed frame: disconnecting */
+#define BUS_ERROR_PROTOCOL "bus.Error.Protocol"             /* malformed frame or payload */
 
 /* Frees the strings and resets *e to BUS_ERROR_NULL. Accepts NULL. */
 void bus_error_free(bus_error *e);
@@ -217,12 +217,19 @@ bus_message *bus_message_unref(bus_message *m);
 
 /* Copies size bytes as the payload, replacing any. -EPERM on a message that
  * was sent or received (they are read-only), -EMSGSIZE over the protocol's
- * maximum (128 MiB; the broker may allow less), -ESTALE on a bad message. */
+ * maximum (128 MiB; the broker may allow less), -ESTALE on a bad message.
+ * The copy goes where the payload will most likely travel (see "Shared-memory
+ * payloads"): into a memfd for BUS_SHM_ALWAYS, and for BUS_SHM_AUTO from
+ * BUS_SHM_THRESHOLD_DEFAULT bytes on; -ETOOMANYREFS for BUS_SHM_ALWAYS when
+ * 253 descriptors leave no room for the memfd's; errors of memfd_create()
+ * (-EMFILE, ...). */
 int bus_message_set_payload(bus_message *m, const void *data, size_t size);
 /* Names the payload's type, normally the fully qualified protobuf name
  * ("example.Point"), so tools can decode it. type NULL clears it. */
 int bus_message_set_payload_type(bus_message *m, const char *type);
-/* Packs a protobuf-c message as the payload and names its type. */
+/* Packs a protobuf-c message as the payload and names its type. It is packed
+ * straight into bus_message_reserve_payload()'s buffer, so a large one is
+ * produced in shared memory without a copy. Errors as for that function. */
 int bus_message_set_protobuf(bus_message *m, const ProtobufCMessage *pb);
 /* For a REQUEST: how long the broker and libbus wait for the reply
  * (0: 25 s; capped at 1 hour). */
@@ -234,8 +241,11 @@ int bus_message_set_retain(bus_message *m, int retain);
 /* For a REQUEST: the caller wants no reply (send and forget). */
 int bus_message_set_no_reply(bus_message *m, int no_reply);
 
-/* The payload bytes; *data stays valid while m lives. Never fails on a valid
- * message; an empty payload gives size 0 and a non-NULL pointer. */
+/* The payload bytes; *data stays valid while m lives (for a message being
+ * built: until its payload is replaced), also across sending. An empty
+ * payload gives size 0 and a non-NULL pointer. A shared-memory payload is
+ * mapped read-only on the first call, which is the only way this can fail:
+ * -ENOMEM (or another mmap() errno). -ESTALE on a bad message. */
 int bus_message_get_payload(bus_message *m, const void **data, size_t *size);
 /* Unpacks the payload with a protoc-c descriptor. The result is freed with
  * protobuf_c_message_free_unpacked(*ret, NULL). -EBADMSG if the payload does
@@ -267,14 +277,104 @@ int bus_message_is_retained(bus_message *m);
  * otherwise returns 0 and leaves *e alone. */
 int bus_message_get_error(bus_message *m, bus_error *e);
 
+/* ---- File descriptors.
+ *
+ * Any message may carry descriptors (pipes, sockets, files, memfds): they
+ * travel with it as SCM_RIGHTS and arrive as new descriptors (close-on-exec)
+ * in the receiver. The broker allows 16 per message by default (busd
+ * --max-fds), a shared-memory payload's memfd included. The client does not
+ * know the broker's limit: a message over it is sent, and the broker closes
+ * the connection for a protocol error. Received descriptors are closed with
+ * their message, also when nobody handles it. */
+
+/* Attaches a duplicate of fd (F_DUPFD_CLOEXEC, numbered 3 or above) to a
+ * message being built; the caller keeps its own fd. Returns the descriptor's
+ * index (0, 1, ...). -EBADF for a bad fd, -ETOOMANYREFS past 253 (a
+ * shared-memory payload's memfd counts), -EMFILE, -EPERM on a sent or
+ * received message, -ESTALE. */
+int bus_message_append_fd(bus_message *m, int fd);
+/* Number of descriptors the message carries (a shared-memory payload's own
+ * descriptor is not counted: it is part of the payload). */
+int bus_message_get_n_fds(bus_message *m);
+/* The descriptor at index, on any message (on one being built, the
+ * duplicate it keeps). It belongs to the message and is closed with it: dup
+ * it (or take it) to keep it. -ENXIO: no such index, or already taken. */
+int bus_message_get_fd(bus_message *m, unsigned index);
+/* Takes the descriptor at index out of a received or sent message: the
+ * caller owns it and must close it. (On a sent message whose descriptors are
+ * still queued for sending, that is a duplicate.) -ENXIO as above, -EPERM on
+ * a message being built, -EMFILE. */
+int bus_message_take_fd(bus_message *m, unsigned index);
+
+/* ---- Shared-memory payloads.
+ *
+ * Large payloads travel in a sealed memfd instead of through the socket: the
+ * broker forwards the descriptor, never the bytes, so a payload costs it the
+ * same whatever its size and however many subscribers get it. The receiver
+ * maps it read-only on first access; bus_message_get_payload() works the
+ * same for both, and the mapping goes away with the message.
+ *
+ * Which payloads go through shared memory: with BUS_SHM_AUTO (the default),
+ * those of at least the connection's threshold (BUS_SHM_THRESHOLD_DEFAULT
+ * unless set with bus_client_set_shm_threshold()), decided when the message
+ * is sent; BUS_SHM_ALWAYS and BUS_SHM_NEVER force it per message, and a
+ * buffer from bus_message_reserve_payload() in a memfd stays there. Empty
+ * payloads never do. Sending moves a payload whose place was a guess (a
+ * BUS_SHM_AUTO bus_message_set_payload(), see there) to the heap or into a
+ * memfd as needed; it fails with that step's errno (-EMFILE, -ENOMEM, ...).
+ * A shared-memory payload may be as large as the protocol allows (128 MiB
+ * here; busd --max-memfd-bytes), whatever the broker's limit on inline
+ * payloads.
+ *
+ * A received shared-memory payload is checked before anything maps it (a
+ * memfd sealed against writing, shrinking, growing and sealing, of exactly
+ * the announced size), so reading it can neither see it change nor fault.
+ * A message whose payload fails the check is logged and dropped with its
+ * descriptors; if it answered a pending call, the call fails with
+ * bus.Error.Protocol (-EPROTO) at once. */
+
+#define BUS_SHM_THRESHOLD_DEFAULT ((size_t) 256 * 1024)
+
+enum {
+        BUS_SHM_AUTO = 0,
+        BUS_SHM_NEVER = 1,
+        BUS_SHM_ALWAYS = 2,
+};
+
+/* Per message: BUS_SHM_AUTO, BUS_SHM_NEVER or BUS_SHM_ALWAYS. Before the
+ * payload is set or reserved: -EBUSY after. -EINVAL for another mode, -EPERM,
+ * -ESTALE. */
+int bus_message_set_shm(bus_message *m, int mode);
+/* Per connection: payloads of at least bytes go through shared memory
+ * (SIZE_MAX: never). Returns 0. */
+int bus_client_set_shm_threshold(bus_client *c, size_t bytes);
+/* Zero-copy produce: makes the payload size bytes long (zero-filled) and
+ * returns a writable pointer to it, valid until the message is sent, its
+ * payload replaced, or it is freed. For a payload that will go through shared
+ * memory (mode ALWAYS, or AUTO and size at least BUS_SHM_THRESHOLD_DEFAULT)
+ * the buffer is the memfd itself, mapped writable; sending unmaps it and
+ * seals the memfd, so the bytes are never copied (AUTO takes the heap
+ * instead when 253 descriptors leave no room for the memfd). Size 0 gives an
+ * empty payload and a non-NULL pointer to write nothing to. -EPERM on a sent
+ * or received message, -EMSGSIZE, -ETOOMANYREFS (ALWAYS, as above), errors
+ * of memfd_create() and mmap(), -ESTALE. */
+int bus_message_reserve_payload(bus_message *m, size_t size, void **ret);
+/* 1 if the payload is in shared memory now (for a message being built,
+ * sending may still move it, see above) or, once sent or received, was sent
+ * through it; else 0. */
+int bus_message_is_shm(bus_message *m);
+
 /* ---- Sending. */
 
 /* Queues m for sending and assigns its serial (in *ret_serial if not NULL).
  * The message becomes read-only. Never blocks. -ENOTCONN, -ECONNRESET the
  * connection is lost, -EPERM the message was already sent, -ESTALE,
- * -ENOBUFS more than 64 MiB is queued already, -EMSGSIZE the payload is over
- * the broker's limit (from its greeting), -EALREADY m is a reply to a request
- * that was answered already. */
+ * -ENOBUFS more than 64 MiB is queued already, -EMSGSIZE an inline payload is
+ * over the broker's limit (from its greeting), -EALREADY m is a reply to a
+ * request that was answered already, -ETOOMANYREFS more descriptors
+ * (a shared-memory payload's included) than the broker accepts per message
+ * (from its greeting; busd's default is 16), or the errno of moving the
+ * payload into or out of shared memory (see above). */
 int bus_client_send(bus_client *c, bus_message *m, uint64_t *ret_serial);
 
 /* Publishes a payload on a topic; flags: BUS_PUBLISH_RETAIN. */

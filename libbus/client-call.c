@@ -449,8 +449,17 @@ void client_dispatch_answer(bus_client *c, bus_message *m) {
         }
         node = u64map_get(&c->pending, serial);
         if (!node) {
-                client_log(c, LOG_DEBUG, "dropping late or unknown answer to %" PRIu64 " from %s",
-                           serial, m->env->sender);
+                /* From the broker, this is usually a refused publish: the
+                 * only way the application learns of it is the log. */
+                if (m->kind == BUS_KIND_ERROR && streq(m->env->sender, BROKER_NAME))
+                        client_log(c, LOG_WARNING,
+                                   "dropping late or unknown answer to %" PRIu64 " from %s: %s: %s",
+                                   serial, m->env->sender, m->env->error_name,
+                                   m->env->error_message);
+                else
+                        client_log(c, LOG_DEBUG,
+                                   "dropping late or unknown answer to %" PRIu64 " from %s", serial,
+                                   m->env->sender);
                 return;
         }
         p = container_of(node, PendingCall, node);

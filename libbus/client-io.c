@@ -71,17 +71,25 @@ int fd_poll(int fd, short events, uint64_t deadline) {
 /* ---- Writing. */
 
 int client_queue_message(bus_client *c, bus_message *m) {
-        WirePreamble pre = { .payload_len = (uint32_t) m->payload_size };
+        WirePreamble pre = {};
         WireChunk *env;
         WireEntry *e;
         size_t size;
+        int r;
 
         if (c->writer.queued_bytes > CLIENT_QUEUE_MAX_BYTES)
                 return -ENOBUFS;
-        if (m->payload_size > c->max_payload)
-                return -EMSGSIZE;
         if (m->request && m->request->replied)
                 return -EALREADY;
+        r = message_prepare_payload(m, c->shm_threshold, c->max_payload);
+        if (r < 0)
+                return r;
+        pre.payload_len = (uint32_t) message_inline_size(m);
+        pre.n_fds = m->fds ? (uint16_t) m->fds->n : 0;
+        /* The broker would disconnect us for more: refuse the message instead. */
+        if (pre.n_fds > c->max_fds)
+                return -ETOOMANYREFS;
+        m->local.memfd_payload_size = m->shm ? m->payload_size : 0;
 
         m->local.serial = c->serial + 1;
         size = bus__envelope__get_packed_size(&m->local);
@@ -106,10 +114,14 @@ int client_queue_message(bus_client *c, bus_message *m) {
         wire_entry_add(e, e->head, WIRE_PREAMBLE_SIZE);
         wire_entry_add(e, env->data, env->used);
         e->pins[0] = env;
-        if (m->payload_size > 0) {
-                wire_entry_add(e, m->payload, m->payload_size);
+        if (pre.payload_len > 0) {
+                /* From the chunk the entry pins: m->payload may be a
+                 * mapping, which goes with the message. */
+                wire_entry_add(e, m->chunk->data, pre.payload_len);
                 e->pins[1] = wire_chunk_ref(m->chunk);
         }
+        if (pre.n_fds > 0)
+                e->fds = wire_fds_ref(m->fds);
         wire_writer_push(&c->writer, e);
 
         c->serial++;
@@ -137,6 +149,26 @@ int client_flush_nonblock(bus_client *c) {
 
 /* ---- Reading. */
 
+/* A message whose shared-memory payload must not be mapped (not a sealed
+ * memfd of the announced size): only a broker that failed to check it could
+ * pass it on, and the rest of the stream is still sound, so it is dropped,
+ * descriptors and all, rather than the connection. A call it answered gets a
+ * local error instead, so that its caller does not wait for the timeout. */
+static void reject_message(bus_client *c, bus_message *m) {
+        uint64_t serial = m->env->reply_serial;
+        bus_message *error = NULL;
+
+        client_log(c, LOG_ERR, "dropping message %" PRIu64 " from %s: %s", m->env->serial,
+                   m->env->sender, "invalid shared-memory payload");
+        if ((m->kind == BUS_KIND_REPLY || m->kind == BUS_KIND_ERROR) && serial > 0 &&
+            u64map_get(&c->pending, serial) &&
+            message_new_local_error(&error, serial, BUS_ERROR_PROTOCOL,
+                                    "Answer from %s has an invalid shared-memory payload",
+                                    m->env->sender) >= 0)
+                client_enqueue(c, error);
+        bus_message_unref(m);
+}
+
 static int read_frames(bus_client *c, unsigned max, PendingCall *stop) {
         unsigned n = 0;
         int r;
@@ -160,7 +192,10 @@ static int read_frames(bus_client *c, unsigned max, PendingCall *stop) {
                                                        "undecodable envelope" : strerror(-r));
                                 return -ECONNRESET;
                         }
-                        client_enqueue(c, m);
+                        if (message_verify_payload(m) < 0)
+                                reject_message(c, m);
+                        else
+                                client_enqueue(c, m);
                         n++;
                         continue;
                 }

@@ -42,6 +42,8 @@ _public_ int bus_client_new(bus_client **ret) {
         c->fd = -1;
         c->max_envelope = WIRE_ENVELOPE_MAX;
         c->max_payload = WIRE_PAYLOAD_DEFAULT_MAX;
+        c->max_fds = WIRE_FDS_MAX;
+        c->shm_threshold = BUS_SHM_THRESHOLD_DEFAULT;
         wire_writer_init(&c->writer);
         *ret = c;
         return 0;
@@ -111,6 +113,13 @@ _public_ int bus_client_set_description(bus_client *c, const char *description) 
         }
         free(c->description);
         c->description = d;
+        return 0;
+}
+
+_public_ int bus_client_set_shm_threshold(bus_client *c, size_t bytes) {
+        if (!c)
+                return -EINVAL;
+        c->shm_threshold = bytes;
         return 0;
 }
 
@@ -262,6 +271,9 @@ _public_ int bus_client_connect(bus_client *c, const char *address) {
                 c->max_envelope = MIN(reply->max_envelope_bytes, WIRE_ENVELOPE_MAX);
         if (reply->max_payload_bytes > 0)
                 c->max_payload = MIN(reply->max_payload_bytes, WIRE_PAYLOAD_MAX);
+        /* A broker that does not say allows the protocol's maximum. */
+        if (reply->max_fds > 0)
+                c->max_fds = MIN(reply->max_fds, WIRE_FDS_MAX);
         client_log(c, LOG_DEBUG, "connected to %s as %s (broker %s)", a.path, c->unique_id,
                    reply->broker_version);
         protobuf_c_message_free_unpacked(&reply->base, NULL);

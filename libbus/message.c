@@ -9,6 +9,8 @@
  * the bytes are copied once, when the application hands them over; a received
  * message's payload points into the chunk its frame was read into.
  *
+ * Its payload and descriptors live in message-payload.c.
+ *
  * A message is writable until it is sent (sealed); received and locally made
  * answers are sealed from the start. A setter that runs out of memory halfway
  * marks the message bad, and it can then only be unreffed.
@@ -78,10 +80,7 @@ int message_new_from_frame(bus_message **ret, WireFrame *frame) {
         m->kind = (int) env->kind;
         m->sealed = m->received = true;
         m->env = env;
-        m->chunk = TAKE_PTR(frame->chunk);
-        m->payload = frame->payload;
-        m->payload_size = frame->preamble.payload_len;
-        m->fds = TAKE_PTR(frame->fds);
+        message_payload_from_frame(m, frame);
         *ret = m;
         return 0;
 }
@@ -228,8 +227,7 @@ static void message_free(bus_message *m) {
                 env_free_string(&m->local.error_name);
                 env_free_string(&m->local.error_message);
         }
-        wire_chunk_unref(m->chunk);
-        wire_fds_unref(m->fds);
+        message_payload_free(m);
         bus_message_unref(m->request);
         free(m);
 }
@@ -240,45 +238,13 @@ _public_ bus_message *bus_message_unref(bus_message *m) {
         return NULL;
 }
 
-/* Common checks of the setters: 0 if m may still be changed. */
-static int message_check_writable(bus_message *m) {
+int message_check_writable(bus_message *m) {
         if (!m)
                 return -EINVAL;
         if (m->bad)
                 return -ESTALE;
         if (m->sealed)
                 return -EPERM;
-        return 0;
-}
-
-void message_set_payload_chunk(bus_message *m, WireChunk *chunk) {
-        wire_chunk_unref(m->chunk);
-        m->chunk = chunk;
-        m->payload = chunk ? chunk->data : NULL;
-        m->payload_size = chunk ? chunk->used : 0;
-}
-
-_public_ int bus_message_set_payload(bus_message *m, const void *data, size_t size) {
-        WireChunk *chunk = NULL;
-        int r;
-
-        r = message_check_writable(m);
-        if (r < 0)
-                return r;
-        if (!data && size > 0)
-                return -EINVAL;
-        if (size > WIRE_PAYLOAD_MAX)
-                return -EMSGSIZE;
-        if (size > 0) {
-                chunk = wire_chunk_new(size);
-                if (!chunk) {
-                        m->bad = true;
-                        return -ENOMEM;
-                }
-                memcpy(chunk->data, data, size);
-                chunk->used = size;
-        }
-        message_set_payload_chunk(m, chunk);
         return 0;
 }
 
@@ -337,18 +303,6 @@ _public_ int bus_message_set_no_reply(bus_message *m, int no_reply) {
 bool message_is_no_reply(const bus_message *m) {
         return m->kind == BUS_KIND_REQUEST &&
                (m->env->flags & BUS__ENVELOPE_FLAG__ENVELOPE_FLAG_NO_REPLY);
-}
-
-_public_ int bus_message_get_payload(bus_message *m, const void **data, size_t *size) {
-        if (!m)
-                return -EINVAL;
-        if (m->bad)
-                return -ESTALE;
-        if (data)
-                *data = m->payload_size > 0 ? m->payload : (const void *) "";
-        if (size)
-                *size = m->payload_size;
-        return 0;
 }
 
 _public_ int bus_message_get_kind(bus_message *m) {

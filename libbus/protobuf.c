@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * protobuf-c helpers: payloads packed straight into the WireChunk the writer
- * will send (one copy, no intermediate buffer), payloads unpacked with a
+ * protobuf-c helpers: payloads packed straight into the buffer the writer
+ * will send, a WireChunk or a memfd (one copy, no intermediate buffer; see
+ * bus_message_reserve_payload()), payloads unpacked with a
  * descriptor after checking the type the sender named, and the typed calls,
  * publishes and replies built on them. Calls to the broker's own service go
  * through client_call_broker().
@@ -16,24 +17,6 @@
 #include "libbus/bus-internal.h"
 #include "libbus/macro.h"
 
-int pack_to_chunk(const ProtobufCMessage *pb, WireChunk **ret) {
-        size_t size = protobuf_c_message_get_packed_size(pb);
-        WireChunk *chunk;
-
-        if (size > WIRE_PAYLOAD_MAX)
-                return -EMSGSIZE;
-        if (size == 0) {
-                *ret = NULL;
-                return 0;
-        }
-        chunk = wire_chunk_new(size);
-        if (!chunk)
-                return -ENOMEM;
-        chunk->used = protobuf_c_message_pack(pb, chunk->data);
-        *ret = chunk;
-        return 0;
-}
-
 static bool protobuf_is_valid(const ProtobufCMessage *pb) {
         return pb && pb->descriptor &&
                pb->descriptor->magic == PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC &&
@@ -41,34 +24,30 @@ static bool protobuf_is_valid(const ProtobufCMessage *pb) {
 }
 
 _public_ int bus_message_set_protobuf(bus_message *m, const ProtobufCMessage *pb) {
-        WireChunk *chunk;
+        size_t size;
+        void *p;
         int r;
 
         if (!m || !protobuf_is_valid(pb))
                 return -EINVAL;
-        if (m->bad)
-                return -ESTALE;
-        if (m->sealed)
-                return -EPERM;
-        r = pack_to_chunk(pb, &chunk);
-        if (r < 0) {
-                if (r == -ENOMEM)
-                        m->bad = true;
+        size = protobuf_c_message_get_packed_size(pb);
+        /* Packed straight into the payload's final place: a memfd when it
+         * is large, so producing it is the only copy. */
+        r = bus_message_reserve_payload(m, size, &p);
+        if (r < 0)
                 return r;
-        }
-        r = bus_message_set_payload_type(m, pb->descriptor->name);
-        if (r < 0) {
-                wire_chunk_unref(chunk);
-                return r;
-        }
-        message_set_payload_chunk(m, chunk);
-        return 0;
+        if (size > 0)
+                (void) protobuf_c_message_pack(pb, p);
+        return bus_message_set_payload_type(m, pb->descriptor->name);
 }
 
 _public_ int bus_message_read_protobuf(bus_message *m, const ProtobufCMessageDescriptor *desc,
                                        ProtobufCMessage **ret) {
         const char *type;
         ProtobufCMessage *pb;
+        const void *data;
+        size_t size;
+        int r;
 
         if (!m || !desc || desc->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC || !ret)
                 return -EINVAL;
@@ -77,8 +56,10 @@ _public_ int bus_message_read_protobuf(bus_message *m, const ProtobufCMessageDes
         type = str_or_null(m->env->payload_type);
         if (type && !streq(type, desc->name))
                 return -EBADMSG;
-        pb = protobuf_c_message_unpack(desc, NULL, m->payload_size,
-                                       m->payload_size > 0 ? m->payload : (const uint8_t *) "");
+        r = message_get_payload(m, &data, &size);
+        if (r < 0)
+                return r;
+        pb = protobuf_c_message_unpack(desc, NULL, size, data);
         if (!pb)
                 return -EBADMSG;
         *ret = pb;
