@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * busd-bench: what its scenarios share.
+ *
+ * Files: busd-bench.c (options, output, the list of scenarios),
+ * bench-util.c (figures, timing, payload patterns, helper processes),
+ * bench-link.c (the transports: socket pairs, sealed memfds, busd),
+ * bench-busd.c (pinning, the busd the bench starts), and one
+ * bench-<scenario>.c per scenario (bench-bulk.c).
+ *
+ * BenchContext is the run's settings (which bus, pinning, how long to
+ * measure) and its results: a flat list of figures, each named
+ * "<scenario>.<what>_<unit>", which --json prints, and a text buffer where a
+ * scenario writes its human table, printed at the end otherwise.
+ *
+ * Processes: busd-bench pins itself (bench_pin()) before it starts busd or
+ * any helper, so every process it starts inherits the same CPU. Helpers are
+ * forked into a BenchGroup: they share one control pipe, whose write end only
+ * the bench holds (a helper exits when it reads EOF there), and one ack pipe
+ * on which each helper writes a fixed-size BenchAck per message (writes of at
+ * most PIPE_BUF bytes are atomic, so acks of several helpers never mix).
+ * A helper never uses a bus_client it did not open itself after the fork.
+ *
+ * Payloads are filled with bench_fill() and verified with bench_sum(): the sum
+ * of the payload's 8-byte words, so every receiver reads every byte.
+ *
+ * Functions return 0 or a positive value on success and a negative errno on
+ * failure, as in libbus.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include <libbus/bus.h>
+
+#define BENCH_MAX_RECEIVERS 64
+#define BENCH_ACK_TIMEOUT_MS 30000 /* per message; a lost message ends its measurement */
+
+typedef struct BenchFigure {
+        char *name;
+        double value;
+        bool valid;   /* false: printed as null (not measured, or no such value) */
+        bool integer; /* printed without a fraction */
+} BenchFigure;
+
+typedef struct BenchContext {
+        /* settings */
+        const char *address; /* the bus in use */
+        pid_t busd_pid;      /* the busd we started, or -1 for --address */
+        int pin_cpu;         /* -1: not pinned */
+        double duration;     /* seconds per measurement, at least (0: by count only) */
+        unsigned count;      /* messages per measurement, at least (0: by duration only) */
+        uint64_t max_size;   /* largest payload to try */
+        bool progress;       /* stderr is a terminal */
+
+        /* results */
+        BenchFigure *figures;
+        size_t n_figures;
+        FILE *human; /* the human-readable report */
+        char *human_buf;
+        size_t human_size;
+        unsigned failures; /* measurements that failed (lost, corrupt, error) */
+} BenchContext;
+
+/* A scenario: run() measures, adds figures and writes its table to
+ * ctx->human. It returns a negative errno only when it could not run at all;
+ * failed measurements are counted in ctx->failures. */
+typedef struct BenchScenario {
+        const char *name;
+        const char *summary;
+        int (*run)(BenchContext *ctx);
+} BenchScenario;
+
+extern const BenchScenario bench_scenario_bulk;
+
+/* ---- Figures and output (bench-util.c). */
+
+/* Adds a figure; name is a printf format. valid false records a null. */
+void bench_figure(BenchContext *ctx, double value, bool valid, bool integer, const char *format,
+                  ...) __attribute__((format(printf, 5, 6)));
+/* The value of a figure added earlier, or NAN. */
+double bench_figure_get(BenchContext *ctx, const char *name);
+/* A progress line on stderr (overwritten by the next), only on a terminal;
+ * format NULL clears it. */
+void bench_progress(BenchContext *ctx, const char *format, ...)
+        __attribute__((format(printf, 2, 3)));
+/* "4KiB", "64MiB": the size as used in figure names. */
+const char *bench_size_name(uint64_t size, char buf[static 32]);
+/* "12.3 µs", "45.6 ms", "1.23 s". */
+const char *bench_time_text(double seconds, char buf[static 32]);
+
+/* ---- Time, payloads. */
+
+/* CLOCK_MONOTONIC in seconds. */
+double bench_now(void);
+/* Fills size bytes (a multiple of 8) with words derived from seed and
+ * returns their sum. */
+uint64_t bench_fill(void *p, size_t size, uint64_t seed);
+/* The sum of the 8-byte words of p; reads every byte. */
+uint64_t bench_sum(const void *p, size_t size);
+/* Median of n values (reorders them); NAN for n == 0. */
+double bench_median(double *v, size_t n);
+
+/* Collects per-message times of one measurement and says when it is long
+ * enough: at least ctx->count messages and ctx->duration seconds. */
+typedef struct BenchSamples {
+        double *t;
+        size_t n, allocated;
+        double started;
+} BenchSamples;
+
+void bench_samples_start(BenchSamples *s);
+int bench_samples_add(BenchSamples *s, double seconds);
+bool bench_samples_enough(const BenchContext *ctx, const BenchSamples *s);
+void bench_samples_free(BenchSamples *s);
+
+/* ---- Helper processes (bench-util.c). */
+
+enum {
+        BENCH_ACK_READY = 1 << 0, /* the helper is set up; no payload */
+        BENCH_ACK_SHM = 1 << 1,   /* the payload came through shared memory */
+        BENCH_ACK_ERROR = 1 << 2, /* the helper could not read the payload */
+};
+
+typedef struct BenchAck {
+        uint32_t receiver;
+        uint32_t flags;
+        uint64_t size;
+        uint64_t sum;
+        uint64_t missed; /* messages the broker dropped before this one */
+} BenchAck;
+
+typedef struct BenchGroup {
+        pid_t pids[BENCH_MAX_RECEIVERS];
+        int pidfds[BENCH_MAX_RECEIVERS]; /* -1 where the kernel has no pidfd_open() */
+        unsigned n;
+        int ctl[2]; /* helpers read ctl[0]; the bench holds ctl[1] */
+        int ack[2]; /* helpers write ack[1]; the bench reads ack[0] */
+        /* descriptors the helpers must not keep (the bench's ends of
+         * per-helper sockets); closed in every helper after fork() */
+        int parent_fds[BENCH_MAX_RECEIVERS];
+} BenchGroup;
+
+/* A helper: runs in the child with its index; returns its exit code. */
+typedef int (*BenchHelperFn)(BenchGroup *g, unsigned index, void *userdata);
+
+int bench_group_init(BenchGroup *g);
+/* Forks a helper running fn; it dies with the bench (PR_SET_PDEATHSIG). */
+int bench_group_spawn(BenchGroup *g, BenchHelperFn fn, void *userdata);
+/* Sends an ack from a helper. */
+int bench_ack_send(BenchGroup *g, const BenchAck *a);
+/* Reads one ack, waiting up to timeout_ms; while waiting, also polls
+ * extra_fd (-1: none) for extra_events and calls pump(userdata) when it is
+ * ready (pump returns < 0 to give up, its errno is returned). -ETIMEDOUT,
+ * -ECHILD when a helper exited. */
+int bench_ack_read(BenchGroup *g, BenchAck *ret, int timeout_ms, int extra_fd, short extra_events,
+                   int (*pump)(void *userdata), void *userdata);
+/* Closes the control pipe (helpers exit), reaps them (SIGKILL after 5 s)
+ * and closes every descriptor. Returns the number of helpers that
+ * did not exit 0. Safe on a zeroed or half-built group. */
+int bench_group_finish(BenchGroup *g);
+
+/* ---- Links (bench-link.c): this process sends, n receiver processes read
+ * every byte and ack the sum of its 8-byte words. */
+
+typedef enum BenchTransport {
+        BENCH_TRANSPORT_SOCKET,     /* socket pairs: the bytes are copied */
+        BENCH_TRANSPORT_MEMFD,      /* socket pairs carry a sealed memfd */
+        BENCH_TRANSPORT_BUS_INLINE, /* through busd, BUS_SHM_NEVER */
+        BENCH_TRANSPORT_BUS_SHM,    /* through busd, BUS_SHM_ALWAYS */
+        BENCH_TRANSPORT_BUS_AUTO,   /* through busd, BUS_SHM_AUTO */
+        BENCH_N_TRANSPORTS,
+} BenchTransport;
+
+typedef struct BenchLink {
+        BenchTransport transport;
+        unsigned n;
+        const char *address;
+        BenchGroup group;
+        int child_fds[BENCH_MAX_RECEIVERS]; /* receivers' socket ends, during spawning */
+        void *buf;                          /* the socket sender's payload */
+        bus_client *client;                 /* the bus sender */
+        char error[256];                    /* the first error libbus logged */
+} BenchLink;
+
+/* Starts n receivers on a transport and waits until each is ready (for the
+ * bus, subscribed); then connects the sender to the bus at address. max_size
+ * is the largest payload that will be sent. Call bench_link_close() after,
+ * also on failure. */
+int bench_link_open(BenchLink *l, BenchTransport transport, unsigned n, const char *address,
+                    size_t max_size);
+/* Produces a payload of size bytes (a multiple of 8) with bench_fill(seed),
+ * in place where the transport allows (the memfd, libbus's buffer), and sends
+ * it to every receiver; its sum in *ret_sum. For the bus, returns once libbus
+ * has written it all. */
+int bench_link_send(BenchLink *l, uint64_t size, uint64_t seed, uint64_t *ret_sum);
+/* The next receiver's ack (bench_ack_read()); meanwhile processes the bus
+ * sender's input: -EREMOTEIO when libbus logged an error (a refused publish). */
+int bench_link_ack(BenchLink *l, BenchAck *ret, int timeout_ms);
+/* Text for an error of the functions above. */
+const char *bench_link_strerror(BenchLink *l, int r);
+/* Disconnects, stops the receivers; the number of them that failed. */
+int bench_link_close(BenchLink *l);
+
+/* ---- Pinning and the broker (bench-busd.c). */
+
+/* Pins this process (and so everything it starts later) to cpu. */
+int bench_pin(int cpu);
+/* The lowest CPU this process may run on (0 unless a cpuset excludes it). */
+int bench_first_cpu(void);
+/* The CPUs a process may run on, as "0" or "0-1" (ret of at least 64 bytes). */
+int bench_affinity_text(pid_t pid, char *ret, size_t size);
+
+typedef struct BenchBusd {
+        pid_t pid;
+        int pidfd;
+        int notify_fd;
+        char dir[100]; /* leaves room for "/notify" in sun_path */
+        char address[108];
+        char notify_path[108];
+        char log_path[128];
+        const char *binary;
+} BenchBusd;
+
+/* Finds busd: explicit (--busd), $BUSD_BINARY, ../busd/busd from the
+ * executable's directory (the build tree), busd beside the executable, or
+ * "busd" for a PATH search. buf: at least PATH_MAX bytes. */
+const char *bench_busd_binary(const char *explicit_path, char *buf, size_t size);
+/* Starts busd with extra_args (NULL-terminated) on a socket in a private
+ * temporary directory and waits for READY=1. On failure prints why (with
+ * busd's log) and cleans up. */
+int bench_busd_start(BenchBusd *b, const char *binary, const char *const *extra_args);
+/* SIGTERM, reap (SIGKILL after 5 s), remove the directory. Safe to repeat. */
+void bench_busd_stop(BenchBusd *b);
+/* VmRSS or VmHWM ("VmRSS", "VmHWM") of a process, in bytes. */
+int bench_proc_memory(pid_t pid, const char *field, uint64_t *ret);
+/* Resets the process's peak RSS (VmHWM) to its current RSS
+ * (/proc/PID/clear_refs). */
+int bench_proc_reset_peak(pid_t pid);
