@@ -1,14 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Checks and quota of memfd payloads; see payload.h. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
 #include "busd/payload.h"
 #include "libbus/macro.h"
-
-#define REQUIRED_SEALS (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+#include "libbus/memfd.h"
 
 PayloadAccount *payload_account_new(void) {
         PayloadAccount *a = calloc(1, sizeof(*a));
@@ -37,24 +35,21 @@ static void payload_release(WireFds *f, void *userdata) {
 
 int payload_check(const ManagerConfig *config, PayloadAccount *account, const WireFrame *f,
                   uint64_t memfd_size) {
-        struct stat st;
-        int fd, seals;
+        int r;
 
         if (f->preamble.payload_len != 0 || !f->fds || f->fds->n == 0)
                 return PAYLOAD_E_MALFORMED;
         if (memfd_size > config->max_memfd_payload)
                 return PAYLOAD_E_TOO_LARGE;
-        fd = f->fds->fds[f->fds->n - 1];
-        /* Only shmem files (memfds) can carry seals; anything else, or a
-         * memfd its sender could still change, would let it rewrite or
-         * truncate what receivers map. */
-        seals = fcntl(fd, F_GET_SEALS);
-        if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS)
+        /* Anything but a memfd sealed four ways would let its sender rewrite
+         * or truncate what receivers map. */
+        r = memfd_check_sealed(f->fds->fds[f->fds->n - 1], memfd_size);
+        if (r == -EPERM)
                 return PAYLOAD_E_NOT_SEALED;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode) || (uint64_t) st.st_size != memfd_size)
+        if (r == -EBADMSG)
                 return PAYLOAD_E_SIZE;
+        if (r < 0)
+                return r;
         if (account->bytes + memfd_size > config->max_memfd_queued)
                 return PAYLOAD_E_QUOTA;
         if (f->fds->on_free)
