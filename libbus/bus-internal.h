@@ -146,7 +146,8 @@ int message_get_payload(bus_message *m, const void **ret_data, size_t *ret_size)
  * the writable mapping and seals the memfd. -EMSGSIZE (before any copy) if
  * it is to go inline and is larger than max_inline. Idempotent, so a failed
  * send can be retried. */
-int message_prepare_payload(bus_message *m, size_t shm_threshold, size_t max_inline);
+int message_prepare_payload(bus_message *m, size_t shm_threshold, size_t max_inline,
+                            unsigned max_fds);
 /* Inline payload bytes the frame carries (0 for shared memory). */
 static inline size_t message_inline_size(const bus_message *m) {
         return m->shm ? 0 : m->payload_size;

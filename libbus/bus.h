@@ -282,10 +282,11 @@ int bus_message_get_error(bus_message *m, bus_error *e);
  * Any message may carry descriptors (pipes, sockets, files, memfds): they
  * travel with it as SCM_RIGHTS and arrive as new descriptors (close-on-exec)
  * in the receiver. The broker allows 16 per message by default (busd
- * --max-fds), a shared-memory payload's memfd included. The client does not
- * know the broker's limit: a message over it is sent, and the broker closes
- * the connection for a protocol error. Received descriptors are closed with
- * their message, also when nobody handles it. */
+ * --max-fds), a shared-memory payload's memfd included. The broker tells
+ * libbus its limit when connecting: bus_client_send() refuses a message over
+ * it with -ETOOMANYREFS (a BUS_SHM_AUTO payload then travels inline if it
+ * can), so the connection never breaks over it. Received descriptors are
+ * closed with their message, also when nobody handles it. */
 
 /* Attaches a duplicate of fd (F_DUPFD_CLOEXEC, numbered 3 or above) to a
  * message being built; the caller keeps its own fd. Returns the descriptor's

@@ -81,7 +81,7 @@ int client_queue_message(bus_client *c, bus_message *m) {
                 return -ENOBUFS;
         if (m->request && m->request->replied)
                 return -EALREADY;
-        r = message_prepare_payload(m, c->shm_threshold, c->max_payload);
+        r = message_prepare_payload(m, c->shm_threshold, c->max_payload, c->max_fds);
         if (r < 0)
                 return r;
         pre.payload_len = (uint32_t) message_inline_size(m);

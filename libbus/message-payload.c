@@ -267,19 +267,23 @@ _public_ int bus_message_is_shm(bus_message *m) {
 }
 
 /* A heap payload goes to shared memory at sending when the mode or the
- * connection's threshold says so; never when the descriptors are full (253
- * already): then it stays inline, and must fit the broker's limit. */
-static bool send_wants_memfd(const bus_message *m, size_t threshold) {
-        if (m->shm || m->payload_size == 0 || message_n_fds(m) >= WIRE_FDS_MAX ||
-            m->shm_mode == BUS_SHM_NEVER)
+ * connection's threshold says so. An AUTO payload stays inline when the
+ * message has as many descriptors as the broker takes (max_fds): the memfd
+ * would not fit, inline it may. */
+static bool send_wants_memfd(const bus_message *m, size_t threshold, unsigned max_fds) {
+        if (m->shm || m->payload_size == 0 || m->shm_mode == BUS_SHM_NEVER)
                 return false;
-        return m->shm_mode == BUS_SHM_ALWAYS || m->payload_size >= threshold;
+        if (m->shm_mode == BUS_SHM_ALWAYS)
+                return message_n_fds(m) < WIRE_FDS_MAX;
+        return m->payload_size >= threshold && message_n_fds(m) < max_fds;
 }
 
 /* A memfd payload that was only a guess goes inline when it is below the
- * connection's threshold. */
-static bool send_wants_chunk(const bus_message *m, size_t threshold) {
-        return m->shm && !m->shm_final && m->payload_size < threshold;
+ * connection's threshold, or when its descriptor would take the message
+ * over the broker's limit. */
+static bool send_wants_chunk(const bus_message *m, size_t threshold, unsigned max_fds) {
+        return m->shm && !m->shm_final &&
+               (m->payload_size < threshold || message_n_fds(m) > max_fds);
 }
 
 static int payload_move_to_memfd(bus_message *m) {
@@ -322,14 +326,15 @@ static int payload_move_to_chunk(bus_message *m) {
         return 0;
 }
 
-int message_prepare_payload(bus_message *m, size_t shm_threshold, size_t max_inline) {
+int message_prepare_payload(bus_message *m, size_t shm_threshold, size_t max_inline,
+                            unsigned max_fds) {
         int r = 0;
 
-        if (send_wants_chunk(m, shm_threshold)) {
+        if (send_wants_chunk(m, shm_threshold, max_fds)) {
                 if (m->payload_size > max_inline)
                         return -EMSGSIZE;
                 r = payload_move_to_chunk(m);
-        } else if (send_wants_memfd(m, shm_threshold))
+        } else if (send_wants_memfd(m, shm_threshold, max_fds))
                 r = payload_move_to_memfd(m);
         if (r < 0)
                 return r;
