@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "busd/driver.h"
+#include "proto/bus.pb-c.h"
 #include "busd/hashmap.h"
 #include "busd/log.h"
 #include "busd/match.h"
@@ -29,16 +30,16 @@ static Peer *peer_of(NameClient *c) {
 }
 
 /* A caller that asked for no reply gets none, not even an error. */
-static bool wants_reply(const Bus__Envelope *env) {
+static bool wants_reply(const EnvelopeView *env) {
         return !(env->flags & BUS__ENVELOPE_FLAG__ENVELOPE_FLAG_NO_REPLY);
 }
 
-static void reply(Peer *p, const Bus__Envelope *env, const ProtobufCMessage *msg) {
+static void reply(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
         if (wants_reply(env))
                 router_send_reply(p->manager, p, env->serial, msg);
 }
 
-static void _printf_(4, 5) reply_error(Peer *p, const Bus__Envelope *env, const char *name,
+static void _printf_(4, 5) reply_error(Peer *p, const EnvelopeView *env, const char *name,
                                        const char *format, ...) {
         char message[512];
         va_list ap;
@@ -62,7 +63,7 @@ static char *description_sanitize(const char *s) {
         return d;
 }
 
-void driver_hello(Peer *p, const Bus__Envelope *env, const WireFrame *f) {
+void driver_hello(Peer *p, const EnvelopeView *env, const WireFrame *f) {
         Bus__HelloReply hr = BUS__HELLO_REPLY__INIT;
         Bus__HelloRequest *req;
 
@@ -89,7 +90,7 @@ void driver_hello(Peer *p, const Bus__Envelope *env, const WireFrame *f) {
 
 /* ---- Names. */
 
-static void method_request_name(Peer *p, const Bus__Envelope *env, const ProtobufCMessage *msg) {
+static void method_request_name(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
         const Bus__RequestNameRequest *req = (const Bus__RequestNameRequest *) msg;
         Bus__RequestNameReply rep = BUS__REQUEST_NAME_REPLY__INIT;
         int r;
@@ -114,7 +115,7 @@ static void method_request_name(Peer *p, const Bus__Envelope *env, const Protobu
         reply(p, env, &rep.base);
 }
 
-static void method_release_name(Peer *p, const Bus__Envelope *env, const ProtobufCMessage *msg) {
+static void method_release_name(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
         const Bus__ReleaseNameRequest *req = (const Bus__ReleaseNameRequest *) msg;
         Bus__ReleaseNameReply rep = BUS__RELEASE_NAME_REPLY__INIT;
 
@@ -171,7 +172,7 @@ static void name_list_add(const char *name, NameClient *primary, NameClient *con
         l->n++;
 }
 
-static void method_list_names(Peer *p, const Bus__Envelope *env, const ProtobufCMessage *msg) {
+static void method_list_names(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
         Bus__ListNamesReply rep = BUS__LIST_NAMES_REPLY__INIT;
         unsigned count = name_registry_count(p->manager->names);
         NameList l = {
@@ -205,7 +206,7 @@ static Peer *resolve(Manager *m, const char *name, bool *is_bus) {
         return peer_of(name_registry_get_owner(m->names, name));
 }
 
-static void method_get_name_owner(Peer *p, const Bus__Envelope *env, const ProtobufCMessage *msg) {
+static void method_get_name_owner(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
         const Bus__GetNameOwnerRequest *req = (const Bus__GetNameOwnerRequest *) msg;
         Bus__GetNameOwnerReply rep = BUS__GET_NAME_OWNER_REPLY__INIT;
         bool is_bus;
@@ -220,7 +221,7 @@ static void method_get_name_owner(Peer *p, const Bus__Envelope *env, const Proto
         reply(p, env, &rep.base);
 }
 
-static void method_get_peer_credentials(Peer *p, const Bus__Envelope *env,
+static void method_get_peer_credentials(Peer *p, const EnvelopeView *env,
                                         const ProtobufCMessage *msg) {
         const Bus__GetPeerCredentialsRequest *req = (const Bus__GetPeerCredentialsRequest *) msg;
         Bus__GetPeerCredentialsReply rep = BUS__GET_PEER_CREDENTIALS_REPLY__INIT;
@@ -262,7 +263,7 @@ static void owned_name_add(const char *name, void *userdata) {
         o->names[o->n++] = (char *) name;
 }
 
-static void method_list_peers(Peer *p, const Bus__Envelope *env, const ProtobufCMessage *msg) {
+static void method_list_peers(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
         Manager *m = p->manager;
         Bus__ListPeersReply rep = BUS__LIST_PEERS_REPLY__INIT;
         Bus__PeerInfo *infos = calloc(m->n_peers + 1, sizeof(*infos));
@@ -330,7 +331,7 @@ static bool queue_group_is_valid(const char *g) {
         return true;
 }
 
-static void method_subscribe(Peer *p, const Bus__Envelope *env, const ProtobufCMessage *msg) {
+static void method_subscribe(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
         const Bus__SubscribeRequest *req = (const Bus__SubscribeRequest *) msg;
         Bus__SubscribeReply rep = BUS__SUBSCRIBE_REPLY__INIT;
         Manager *m = p->manager;
@@ -370,7 +371,7 @@ static void method_subscribe(Peer *p, const Bus__Envelope *env, const ProtobufCM
         reply(p, env, &rep.base);
 }
 
-static void method_unsubscribe(Peer *p, const Bus__Envelope *env, const ProtobufCMessage *msg) {
+static void method_unsubscribe(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
         const Bus__UnsubscribeRequest *req = (const Bus__UnsubscribeRequest *) msg;
         Bus__UnsubscribeReply rep = BUS__UNSUBSCRIBE_REPLY__INIT;
         MatchSub *sub = hashmap_remove(p->subscriptions, &req->id);
@@ -402,7 +403,7 @@ static void sub_list_add(MatchSub *s, void *userdata) {
         l->ptrs[l->n++] = info;
 }
 
-static void method_list_subscriptions(Peer *p, const Bus__Envelope *env,
+static void method_list_subscriptions(Peer *p, const EnvelopeView *env,
                                       const ProtobufCMessage *msg) {
         Bus__ListSubscriptionsReply rep = BUS__LIST_SUBSCRIPTIONS_REPLY__INIT;
         unsigned count = match_index_count(p->manager->matches);
@@ -425,13 +426,13 @@ static void method_list_subscriptions(Peer *p, const Bus__Envelope *env,
 
 /* ---- Misc. */
 
-static void method_ping(Peer *p, const Bus__Envelope *env, const ProtobufCMessage *msg) {
+static void method_ping(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
         Bus__PingReply rep = BUS__PING_REPLY__INIT;
 
         reply(p, env, &rep.base);
 }
 
-static void method_get_stats(Peer *p, const Bus__Envelope *env, const ProtobufCMessage *msg) {
+static void method_get_stats(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
         Manager *m = p->manager;
         Bus__GetStatsReply rep = BUS__GET_STATS_REPLY__INIT;
 
@@ -451,7 +452,7 @@ static void method_get_stats(Peer *p, const Bus__Envelope *env, const ProtobufCM
         reply(p, env, &rep.base);
 }
 
-typedef void (*method_fn)(Peer *p, const Bus__Envelope *env, const ProtobufCMessage *msg);
+typedef void (*method_fn)(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg);
 
 static const struct {
         const char *name;
@@ -473,15 +474,15 @@ static const struct {
         { "GetStats", &bus__get_stats_request__descriptor, method_get_stats },
 };
 
-void driver_handle(Peer *p, const Bus__Envelope *env, const WireFrame *f) {
+void driver_handle(Peer *p, const EnvelopeView *env, const WireFrame *f) {
         ProtobufCMessage *msg;
 
-        if (strcmp(env->method, "Hello") == 0) {
+        if (ENVELOPE_STRING_IS(env->method, "Hello")) {
                 reply_error(p, env, "bus.Error.InvalidArgs", "already greeted");
                 return;
         }
         for (size_t i = 0; i < ELEMENTSOF(methods); i++) {
-                if (strcmp(env->method, methods[i].name) != 0)
+                if (!envelope_string_eq(env->method, methods[i].name, strlen(methods[i].name)))
                         continue;
                 msg = protobuf_c_message_unpack(methods[i].request, NULL, f->preamble.payload_len,
                                                 f->payload);
@@ -495,6 +496,6 @@ void driver_handle(Peer *p, const Bus__Envelope *env, const WireFrame *f) {
                 protobuf_c_message_free_unpacked(msg, NULL);
                 return;
         }
-        reply_error(p, env, "bus.Error.UnknownMethod",
-                          "bus has no method \"%.64s\"", env->method);
+        reply_error(p, env, "bus.Error.UnknownMethod", "bus has no method \"%.*s\"",
+                    (int) MIN(env->method.len, (size_t) 64), env->method.s);
 }

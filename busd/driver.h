@@ -6,11 +6,11 @@
  */
 #pragma once
 
+#include "busd/envelope.h"
 #include "busd/manager.h"
 #include "libbus/sockio.h"
-#include "proto/bus.pb-c.h"
 
 /* The first frame of a connection. */
-void driver_hello(Peer *p, const Bus__Envelope *env, const WireFrame *f);
+void driver_hello(Peer *p, const EnvelopeView *env, const WireFrame *f);
 /* Any later request addressed to "bus". */
-void driver_handle(Peer *p, const Bus__Envelope *env, const WireFrame *f);
+void driver_handle(Peer *p, const EnvelopeView *env, const WireFrame *f);

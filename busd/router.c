@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "busd/driver.h"
+#include "busd/envelope.h"
 #include "busd/hashmap.h"
 #include "busd/log.h"
 #include "busd/match.h"
@@ -235,23 +236,30 @@ int router_deliver_retained(Peer *to, uint64_t sub_id, const OutFrame *o) {
 
 /* ---- Frames from clients. */
 
-static void handle_publish(Peer *p, const Bus__Envelope *env, const OutFrame *o) {
+static void handle_publish(Peer *p, const EnvelopeView *env, const OutFrame *o) {
         Manager *m = p->manager;
-        size_t len = strlen(env->topic);
+        const char *topic = env->topic.s;
+        size_t len = env->topic.len;
         int r;
 
-        if (!topic_is_valid(env->topic, len)) {
+        if (!topic || !topic_is_valid(topic, len)) {
                 router_send_error(m, p, env->serial, "bus.Error.InvalidArgs",
-                                  "invalid topic \"%.64s\"", env->topic);
+                                  "invalid topic \"%.*s\"", (int) MIN(len, (size_t) 64),
+                                  topic ? topic : "");
                 return;
         }
-        if (topic_is_reserved(env->topic, len)) {
+        if (topic_is_reserved(topic, len)) {
                 router_send_error(m, p, env->serial, "bus.Error.AccessDenied",
-                                  "topic \"%.64s\" is reserved for the broker", env->topic);
+                                  "topic \"%.*s\" is reserved for the broker",
+                                  (int) MIN(len, (size_t) 64), topic);
                 return;
         }
         if (env->flags & BUS__ENVELOPE_FLAG__ENVELOPE_FLAG_RETAIN) {
-                r = retained_set(m->retained, env->topic, o,
+                char key[TOPIC_MAX + 1];
+
+                /* Valid topics hold no NUL and fit: the copy cannot fail. */
+                (void) envelope_string_copy(env->topic, key, sizeof(key));
+                r = retained_set(m->retained, key, o,
                                  o->payload_len > 0 || env->memfd_payload_size > 0);
                 if (r < 0) {
                         router_send_error(m, p, env->serial, "bus.Error.LimitsExceeded",
@@ -260,7 +268,7 @@ static void handle_publish(Peer *p, const Bus__Envelope *env, const OutFrame *o)
                 }
         }
         m->stats.messages_routed++;
-        route_publish(m, env->topic, len, o);
+        route_publish(m, topic, len, o);
 }
 
 /* The peer a destination names, or NULL. */
@@ -273,37 +281,42 @@ static Peer *lookup_destination(Manager *m, const char *destination) {
         return owner ? container_of(owner, Peer, names) : NULL;
 }
 
-static void handle_request(Peer *p, const Bus__Envelope *env, const WireFrame *f,
+static bool method_is_valid(EnvelopeString method) {
+        return method.len > 0 && method.len <= METHOD_MAX && !memchr(method.s, '\0', method.len);
+}
+
+static void handle_request(Peer *p, const EnvelopeView *env, const WireFrame *f,
                            const OutFrame *o) {
         Manager *m = p->manager;
         bool want_reply = !(env->flags & BUS__ENVELOPE_FLAG__ENVELOPE_FLAG_NO_REPLY);
+        char destination[NAME_MAX_LEN + 1];
         uint64_t timeout;
         Peer *callee;
         int r;
 
-        if (!name_is_valid_destination(env->destination) || !env->method[0] ||
-            strlen(env->method) > METHOD_MAX) {
+        if (!envelope_string_copy(env->destination, destination, sizeof(destination)) ||
+            !name_is_valid_destination(destination) || !method_is_valid(env->method)) {
                 router_send_error(m, p, env->serial, "bus.Error.InvalidArgs",
                                   "invalid destination or method");
                 return;
         }
-        if (strcmp(env->destination, "bus") == 0) {
+        if (strcmp(destination, "bus") == 0) {
                 m->stats.messages_routed++;
                 driver_handle(p, env, f);
                 return;
         }
-        callee = lookup_destination(m, env->destination);
+        callee = lookup_destination(m, destination);
         if (!callee || peer_is_closing(callee) || !callee->greeted) {
                 if (want_reply)
                         router_send_error(m, p, env->serial, "bus.Error.NoOwner",
-                                          "no owner for \"%s\"", env->destination);
+                                          "no owner for \"%s\"", destination);
                 return;
         }
         if (peer_is_full(callee)) {
                 if (want_reply)
                         router_send_error(m, p, env->serial, "bus.Error.LimitsExceeded",
-                                          "%s (%s) is not reading its messages",
-                                          env->destination, callee->unique_id);
+                                          "%s (%s) is not reading its messages", destination,
+                                          callee->unique_id);
                 return;
         }
         if (want_reply) {
@@ -332,24 +345,30 @@ static void handle_request(Peer *p, const Bus__Envelope *env, const WireFrame *f
         }
 }
 
-static bool parse_unique_id(const char *s, uint64_t *ret) {
-        char *end;
+/* ":1.N" to N, without a copy: the destination is not NUL-terminated. */
+static bool parse_unique_id(EnvelopeString s, uint64_t *ret) {
+        uint64_t v = 0;
 
-        if (!name_is_valid_unique(s))
+        if (s.len < 4 || s.len > 3 + 20 || memcmp(s.s, ":1.", 3) != 0 || s.s[3] == '0')
                 return false;
-        errno = 0;
-        *ret = strtoull(s + 3, &end, 10);
-        return errno == 0 && *end == '\0';
+        for (size_t i = 3; i < s.len; i++) {
+                unsigned d = (unsigned) (s.s[i] - '0');
+                if (d > 9 || v > (UINT64_MAX - d) / 10)
+                        return false;
+                v = v * 10 + d;
+        }
+        *ret = v;
+        return true;
 }
 
-static void handle_reply(Peer *p, const Bus__Envelope *env, const OutFrame *o) {
+static void handle_reply(Peer *p, const EnvelopeView *env, const OutFrame *o) {
         Manager *m = p->manager;
         uint64_t caller_id;
         Pending *pd = NULL;
         Peer *caller;
 
         if (env->kind == BUS__KIND__KIND_ERROR &&
-            (!env->error_name[0] || strlen(env->error_name) > ERROR_NAME_MAX)) {
+            (env->error_name.len == 0 || env->error_name.len > ERROR_NAME_MAX)) {
                 router_send_error(m, p, env->serial, "bus.Error.InvalidArgs",
                                   "error frame without a valid error name");
                 return;
@@ -360,8 +379,10 @@ static void handle_reply(Peer *p, const Bus__Envelope *env, const OutFrame *o) {
                 /* A late answer after a timeout, or one nobody asked this peer
                  * for: not accepted, so nothing is lost; counted for stats. */
                 m->stats.replies_unexpected++;
-                log_debug("unexpected reply from %s to %s (serial %llu) dropped", p->unique_id,
-                          env->destination, (unsigned long long) env->reply_serial);
+                log_debug("unexpected reply from %s to %.*s (serial %llu) dropped", p->unique_id,
+                          (int) MIN(env->destination.len, (size_t) NAME_MAX_LEN),
+                          env->destination.s ? env->destination.s : "",
+                          (unsigned long long) env->reply_serial);
                 return;
         }
         caller = pd->caller;
@@ -370,14 +391,28 @@ static void handle_reply(Peer *p, const Bus__Envelope *env, const OutFrame *o) {
         (void) peer_deliver(caller, o, NULL, 0, false);
 }
 
-static bool envelope_has_broker_fields(const Bus__Envelope *env) {
-        return env->sender[0] || env->sender_uid || env->sender_gid || env->sender_pid ||
-               env->n_subscriptions || env->missed || env->timestamp_ns;
+/* Refuses a memfd payload that is not what its envelope says; true if the
+ * frame may go on. */
+static bool check_memfd_payload(Peer *p, const EnvelopeView *env, const WireFrame *f) {
+        Manager *m = p->manager;
+        const char *why;
+        bool quota;
+        int r;
+
+        r = payload_check(&m->config, p->payload_account, f, env->memfd_payload_size);
+        if (r == 0)
+                return true;
+        why = r < 0 ? strerror(-r) : payload_strerror(r);
+        quota = r == PAYLOAD_E_QUOTA || r == PAYLOAD_E_TOO_LARGE;
+        log_debug("frame from %s refused: %s", p->unique_id, why);
+        router_send_error(m, p, env->serial,
+                          quota ? "bus.Error.LimitsExceeded" : "bus.Error.InvalidArgs", "%s", why);
+        return false;
 }
 
 void router_handle_frame(Peer *p, const WireFrame *f) {
         Manager *m = p->manager;
-        Bus__Envelope *env;
+        EnvelopeView env;
         OutFrame o = {
                 .chunk = f->chunk,
                 .envelope = f->envelope,
@@ -389,59 +424,46 @@ void router_handle_frame(Peer *p, const WireFrame *f) {
         };
 
         m->stats.frames_received++;
-        env = bus__envelope__unpack(NULL, f->preamble.envelope_len, f->envelope);
-        if (!env) {
+        if (envelope_view_parse(&env, f->envelope, f->preamble.envelope_len) < 0) {
                 peer_protocol_error(p, "envelope does not decode");
                 return;
         }
-        if (env->serial == 0) {
+        if (env.serial == 0) {
                 peer_protocol_error(p, "frame without a serial");
-                goto finish;
+                return;
         }
         if (!p->greeted) {
-                if (env->kind != BUS__KIND__KIND_REQUEST || strcmp(env->destination, "bus") != 0 ||
-                    strcmp(env->method, "Hello") != 0)
+                if (env.kind != BUS__KIND__KIND_REQUEST || !ENVELOPE_STRING_IS(env.destination, "bus") ||
+                    !ENVELOPE_STRING_IS(env.method, "Hello"))
                         peer_protocol_error(p, "the first frame must be a Hello request to bus");
                 else
-                        driver_hello(p, env, f);
-                goto finish;
+                        driver_hello(p, &env, f);
+                return;
         }
-        if (envelope_has_broker_fields(env)) {
-                router_send_error(m, p, env->serial, "bus.Error.InvalidArgs",
+        if (env.has_broker_fields) {
+                router_send_error(m, p, env.serial, "bus.Error.InvalidArgs",
                                   "frame sets fields only the broker may set");
-                goto finish;
+                return;
         }
-        if (env->memfd_payload_size > 0) {
-                int r = payload_check(&m->config, p->payload_account, f, env->memfd_payload_size);
-                if (r != 0) {
-                        bool quota = r == PAYLOAD_E_QUOTA || r == PAYLOAD_E_TOO_LARGE;
-                        log_debug("frame from %s refused: %s", p->unique_id,
-                                  r < 0 ? strerror(-r) : payload_strerror(r));
-                        router_send_error(m, p, env->serial,
-                                          quota ? "bus.Error.LimitsExceeded" : "bus.Error.InvalidArgs",
-                                          "%s", r < 0 ? strerror(-r) : payload_strerror(r));
-                        goto finish;
-                }
-        }
+        if (env.memfd_payload_size > 0 && !check_memfd_payload(p, &env, f))
+                return;
 
-        switch (env->kind) {
+        switch (env.kind) {
         case BUS__KIND__KIND_PUBLISH:
-                handle_publish(p, env, &o);
+                handle_publish(p, &env, &o);
                 break;
         case BUS__KIND__KIND_REQUEST:
-                handle_request(p, env, f, &o);
+                handle_request(p, &env, f, &o);
                 break;
         case BUS__KIND__KIND_REPLY:
         case BUS__KIND__KIND_ERROR:
-                handle_reply(p, env, &o);
+                handle_reply(p, &env, &o);
                 break;
         default:
-                router_send_error(m, p, env->serial, "bus.Error.InvalidArgs",
-                                  "unknown message kind %d", (int) env->kind);
+                router_send_error(m, p, env.serial, "bus.Error.InvalidArgs",
+                                  "unknown message kind %u", env.kind);
                 break;
         }
-finish:
-        bus__envelope__free_unpacked(env, NULL);
 }
 
 /* ---- Departure. */
