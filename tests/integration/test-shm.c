@@ -1180,11 +1180,63 @@ static bool raw_ping(Raw *raw, Bus__Envelope **ret_other) {
         return false;
 }
 
-static bool raw_start(Raw *raw, TestBusd *b) {
+/* The broker's peer count, asked over a raw connection; -1 on failure.
+ * Frames other than the answer (none are expected here) are skipped. */
+static int raw_peer_count(Raw *raw) {
+        Bus__Envelope env = BUS__ENVELOPE__INIT;
+        uint64_t serial = ++raw->serial;
+
+        env.kind = BUS__KIND__KIND_REQUEST;
+        env.serial = serial;
+        env.destination = (char *) "bus";
+        env.method = (char *) "GetStats";
+        if (!raw_send(raw->fd, &env, NULL, 0, NULL, 0))
+                return -1;
+        for (int i = 0; i < 16; i++) {
+                uint8_t pre[WIRE_PREAMBLE_SIZE], *buf;
+                Bus__GetStatsReply *stats = NULL;
+                Bus__Envelope *e = NULL;
+                WirePreamble p;
+                int peers = -1;
+
+                if (read_exact(raw->fd, pre, sizeof(pre), WAIT_MS) < 0 ||
+                    wire_preamble_decode(pre, &p, WIRE_ENVELOPE_MAX, WIRE_PAYLOAD_MAX, 0) < 0)
+                        return -1;
+                buf = malloc((size_t) p.envelope_len + p.payload_len + 1);
+                assert(buf);
+                if (read_exact(raw->fd, buf, (size_t) p.envelope_len + p.payload_len, WAIT_MS) == 0)
+                        e = bus__envelope__unpack(NULL, p.envelope_len, buf);
+                if (e && e->kind == BUS__KIND__KIND_REPLY && e->reply_serial == serial)
+                        stats = bus__get_stats_reply__unpack(NULL, p.payload_len,
+                                                             buf + p.envelope_len);
+                if (stats)
+                        peers = (int) stats->peers;
+                bus__get_stats_reply__free_unpacked(stats, NULL);
+                bus__envelope__free_unpacked(e, NULL);
+                free(buf);
+                if (peers >= 0)
+                        return peers;
+        }
+        return -1;
+}
+
+/* Connects, and takes the broker's fd baseline once it has torn down every
+ * connection but the n_peers expected (this one included): clients of
+ * earlier cases may still be closing, and their descriptors would make the
+ * baseline wrong. Each GetStats is a round trip through the broker's loop,
+ * which runs its deferred teardown. */
+static bool raw_start(Raw *raw, TestBusd *b, int n_peers) {
+        int peers = -1;
+
         *raw = (Raw){ .fd = raw_open(b->address), .serial = 1, .busd_pid = b->pid };
         if (raw->fd < 0)
                 return false;
-        if (!raw_ping(raw, NULL))
+        for (int i = 0; i < 1000 && peers != n_peers; i++) {
+                peers = raw_peer_count(raw);
+                if (peers < 0)
+                        return false;
+        }
+        if (peers != n_peers)
                 return false;
         raw->base_fds = test_count_fds(b->pid);
         return raw->base_fds > 0;
@@ -1210,7 +1262,7 @@ static void test_refused_payloads(void) {
                 tap_check(unlink(tmp) == 0);
                 tap_check(write(file, bytes, size) == (ssize_t) size);
         }
-        if (!tap_check(raw_start(&raw, &busd)))
+        if (!tap_check(raw_start(&raw, &busd, 1)))
                 goto finish;
 
         /* Controls: good frames are accepted. */
@@ -1247,7 +1299,7 @@ static void test_refused_payloads(void) {
         raw.fd = -1;
 
         /* Over the broker's per-message limit. */
-        if (!tap_check(test_busd_start(&small, args) >= 0) || !tap_check(raw_start(&raw, &small)))
+        if (!tap_check(test_busd_start(&small, args) >= 0) || !tap_check(raw_start(&raw, &small, 1)))
                 goto finish;
         big = make_memfd(size + 4 * KiB, ALL_SEALS, 0);
         expect_answer(&raw, "a memfd over --max-memfd-bytes", NULL, size + 4 * KiB, NULL, 0, &big,
@@ -1375,7 +1427,8 @@ static void test_sender_quota(void) {
         if (!mon || !tap_check(bus_client_subscribe(mon, &slot, "bus.peer.disconnected", NULL, 0,
                                                     gone_cb, &gone) >= 0))
                 goto finish;
-        if (!tap_check(raw_start(&raw, &b)) || !tap_check(raw_start(&other, &b)))
+        /* Peers: the stuck subscriber, mon, and the raw connections. */
+        if (!tap_check(raw_start(&raw, &b, 3)) || !tap_check(raw_start(&other, &b, 4)))
                 goto finish;
 
         /* 1 MiB memfds (sparse: their size is what counts) to a subscriber
