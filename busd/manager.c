@@ -124,6 +124,8 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         list_init(&m->closing);
         list_init(&m->lagging);
         m->start_usec = manager_now_usec();
+        /* Enough spare entries for a burst of fan-out; idle peers keep none. */
+        wire_entry_pool_init(&m->entry_pool, 8192);
 
         r = sd_event_default(&m->event);
         if (r < 0)
@@ -173,6 +175,7 @@ Manager *manager_free(Manager *m) {
         match_index_free(m->matches);
         name_registry_free(m->names);
         hashmap_free(m->peers_by_id);
+        wire_entry_pool_clear(&m->entry_pool);
         free(m->hits);
         free(m->recipients);
         sd_event_source_disable_unref(m->post);

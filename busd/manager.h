@@ -18,6 +18,7 @@
 
 #include "libbus/list.h"
 #include "libbus/macro.h"
+#include "libbus/sockio.h"
 #include "libbus/wire.h"
 
 typedef struct Hashmap Hashmap;
@@ -100,6 +101,7 @@ typedef struct Manager {
         PendingTable *pending;
         RetainedStore *retained;
         WireChunk *stamp;       /* the broker's own identity, for its events */
+        WireEntryPool entry_pool; /* queue entries shared by every peer's writer */
 
         /* Scratch space for routing one publish, reused so routing allocates
          * nothing once warm. */

@@ -81,6 +81,7 @@ int peer_new(Manager *m, int fd, Peer **ret) {
         list_init(&p->calls_out);
         name_client_init(&p->names);
         wire_writer_init(&p->writer);
+        wire_writer_set_pool(&p->writer, &m->entry_pool);
         wire_reader_init(&p->reader, PEER_READ_CHUNK, m->config.max_envelope,
                          m->config.max_payload, m->config.max_fds);
 

@@ -22,7 +22,7 @@
 
 /* Read no less than this at once, or a new chunk is started. */
 #define READ_MIN 4096u
-/* Entries kept for reuse per writer. */
+/* Entries a writer's own pool keeps for reuse. */
 #define FREE_ENTRIES_MAX 256u
 /* Bound on one sendmsg(): iovecs and bytes. */
 #define BATCH_IOV_MAX 1024u
@@ -236,6 +236,8 @@ int wire_reader_next(WireReader *r, WireFrame *ret) {
 
 void wire_writer_init(WireWriter *w) {
         *w = (WireWriter){ .last_next = &w->first };
+        wire_entry_pool_init(&w->own_pool, FREE_ENTRIES_MAX);
+        w->pool = &w->own_pool;
 }
 
 static void entry_clear(WireEntry *e) {
@@ -244,15 +246,35 @@ static void entry_clear(WireEntry *e) {
         e->fds = wire_fds_unref(e->fds);
 }
 
+void wire_entry_pool_init(WireEntryPool *pool, unsigned max) {
+        *pool = (WireEntryPool){ .max = max };
+}
+
+void wire_entry_pool_clear(WireEntryPool *pool) {
+        WireEntry *e;
+
+        while ((e = pool->free_list)) {
+                pool->free_list = e->next;
+                free(e);
+        }
+        pool->n_free = 0;
+}
+
 static void writer_recycle(WireWriter *w, WireEntry *e) {
+        WireEntryPool *pool = w->pool;
+
         entry_clear(e);
-        if (w->n_free >= FREE_ENTRIES_MAX) {
+        if (pool->n_free >= pool->max) {
                 free(e);
                 return;
         }
-        e->next = w->free_list;
-        w->free_list = e;
-        w->n_free++;
+        e->next = pool->free_list;
+        pool->free_list = e;
+        pool->n_free++;
+}
+
+void wire_writer_set_pool(WireWriter *w, WireEntryPool *pool) {
+        w->pool = pool;
 }
 
 void wire_writer_deinit(WireWriter *w) {
@@ -263,19 +285,17 @@ void wire_writer_deinit(WireWriter *w) {
                 entry_clear(e);
                 free(e);
         }
-        while ((e = w->free_list)) {
-                w->free_list = e->next;
-                free(e);
-        }
+        wire_entry_pool_clear(&w->own_pool);
         wire_writer_init(w);
 }
 
 WireEntry *wire_writer_entry_new(WireWriter *w) {
-        WireEntry *e = w->free_list;
+        WireEntryPool *pool = w->pool;
+        WireEntry *e = pool->free_list;
 
         if (e) {
-                w->free_list = e->next;
-                w->n_free--;
+                pool->free_list = e->next;
+                pool->n_free--;
         } else {
                 e = malloc(sizeof(*e));
                 if (!e)

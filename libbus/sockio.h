@@ -86,17 +86,32 @@ typedef struct WireEntry {
         uint8_t head[WIRE_ENTRY_HEAD];
 } WireEntry;
 
+/* Recycled entries, so queueing a frame does not malloc. A writer has its
+ * own small pool; the broker gives all its writers one shared pool instead,
+ * sized for bursts, so idle connections hold no spare entries. */
+typedef struct WireEntryPool {
+        WireEntry *free_list;
+        unsigned n_free;
+        unsigned max;
+} WireEntryPool;
+
+void wire_entry_pool_init(WireEntryPool *pool, unsigned max);
+void wire_entry_pool_clear(WireEntryPool *pool); /* frees the spare entries */
+
 typedef struct WireWriter {
         WireEntry *first;
         WireEntry **last_next;
         size_t queued_bytes;
         unsigned queued_frames;
         unsigned queued_fds;
-        WireEntry *free_list;  /* recycled entries: no malloc per frame */
-        unsigned n_free;
+        WireEntryPool *pool;   /* &own_pool, or a shared one */
+        WireEntryPool own_pool;
 } WireWriter;
 
 void wire_writer_init(WireWriter *w);
+/* Makes the writer take and return entries from pool (which must outlive
+ * it) instead of its own. Call right after wire_writer_init(). */
+void wire_writer_set_pool(WireWriter *w, WireEntryPool *pool);
 void wire_writer_deinit(WireWriter *w);  /* drops every queued frame */
 
 /* A cleared entry, from the free list when possible. NULL on ENOMEM. */
