@@ -90,14 +90,10 @@ static void manager_announce_lagging(Manager *m) {
         }
 }
 
-/* After each round of dispatching: send what the round queued. */
-static int manager_post(sd_event_source *s, void *userdata) {
-        Manager *m = userdata;
-
+void manager_flush(Manager *m) {
         manager_announce_lagging(m);
         while (!list_is_empty(&m->dirty))
                 peer_flush(list_first_entry(&m->dirty, Peer, dirty_link));
-        return 0;
 }
 
 static int manager_close_peers(sd_event_source *s, void *userdata) {
@@ -107,6 +103,7 @@ static int manager_close_peers(sd_event_source *s, void *userdata) {
          * it causes); the loop picks those up too. */
         while (!list_is_empty(&m->closing))
                 peer_free(list_first_entry(&m->closing, Peer, closing_link));
+        manager_flush(m);
         return 0;
 }
 
@@ -128,9 +125,6 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         wire_entry_pool_init(&m->entry_pool, 8192);
 
         r = sd_event_default(&m->event);
-        if (r < 0)
-                return r;
-        r = sd_event_add_post(m->event, &m->post, manager_post, m);
         if (r < 0)
                 return r;
         r = sd_event_add_defer(m->event, &m->defer_close, manager_close_peers, m);
@@ -178,7 +172,6 @@ Manager *manager_free(Manager *m) {
         wire_entry_pool_clear(&m->entry_pool);
         free(m->hits);
         free(m->recipients);
-        sd_event_source_disable_unref(m->post);
         sd_event_source_disable_unref(m->defer_close);
         sd_event_unref(m->event);
         free(m);

@@ -6,9 +6,10 @@
  *
  * Deferred work: a peer is never freed inside a callback that might still
  * touch it. peer_close() only marks it and queues it; the manager's defer
- * source tears it down. New output is flushed by a post source after each
- * round of event dispatching, so frames routed in one round leave in as few
- * sendmsg() calls as possible.
+ * source tears it down. New output is flushed at the end of the callback
+ * that queued it (manager_flush()), so frames routed from one read leave in
+ * as few sendmsg() calls as possible. (A post source would do the same at
+ * the cost of a whole extra loop iteration per event.)
  */
 #pragma once
 
@@ -80,7 +81,6 @@ typedef struct OutFrame {
 
 typedef struct Manager {
         sd_event *event;
-        sd_event_source *post;
         sd_event_source *defer_close;
         ManagerConfig config;
         ManagerStats stats;
@@ -130,6 +130,11 @@ int manager_run(Manager *m);
 
 void manager_schedule_close(Manager *m, Peer *p);
 void manager_mark_dirty(Manager *m, Peer *p);
+/* Sends what the current callback queued, to every peer it queued for, and
+ * announces peers that started lagging. Each event callback that can queue
+ * output ends with it: sd-event dispatches one source per loop iteration, so
+ * this is as late, and as batched, as a flush can be. */
+void manager_flush(Manager *m);
 void manager_mark_lagging(Manager *m, Peer *p);
 Peer *manager_find_peer(Manager *m, const char *unique_id);
 uint64_t manager_now_usec(void);  /* CLOCK_MONOTONIC */

@@ -359,12 +359,11 @@ static int peer_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
         if (revents & EPOLLOUT)
                 peer_flush(p);
         if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                if (p->reading_paused) {
-                        if (revents & (EPOLLHUP | EPOLLERR))
-                                peer_close(p, "disconnected");
-                        return 0;
-                }
-                peer_read(p);
+                if (!p->reading_paused)
+                        peer_read(p);
+                else if (revents & (EPOLLHUP | EPOLLERR))
+                        peer_close(p, "disconnected");
         }
+        manager_flush(p->manager);
         return 0;
 }

@@ -78,13 +78,11 @@ static void heap_remove(PendingTable *t, Pending *pd) {
 static void timer_update(PendingTable *t) {
         uint64_t next = t->n_heap ? t->heap[0]->deadline : 0;
 
-        if (next == 0) {
-                if (t->armed_for) {
-                        sd_event_source_set_enabled(t->timer, SD_EVENT_OFF);
-                        t->armed_for = 0;
-                }
+        /* With nothing left, an armed timer stays armed: it fires once,
+         * finds nothing, and is not re-armed. Disarming here and arming again
+         * on the next request would cost two sd-event calls per call. */
+        if (next == 0)
                 return;
-        }
         if (t->armed_for && t->armed_for <= next)
                 return;
         sd_event_source_set_time(t->timer, next);
@@ -199,8 +197,6 @@ void pending_free(PendingTable *t, Pending *pd) {
                 t->n_free++;
         } else
                 free(pd);
-        if (t->n_heap == 0)
-                timer_update(t);
 }
 
 unsigned pending_count(const PendingTable *t) {
@@ -224,5 +220,6 @@ static int pending_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                                   "%s did not reply in time", callee->unique_id);
         }
         timer_update(t);
+        manager_flush(t->manager);
         return 0;
 }
