@@ -43,6 +43,12 @@ typedef struct Cursor {
 static int read_varint(Cursor *c, uint64_t *ret) {
         uint64_t v = 0;
 
+        /* Most values (kinds, flags, small serials, lengths) take one byte. */
+        if (c->p < c->end && *c->p < 0x80) {
+                *ret = *c->p++;
+                return 0;
+        }
+
         for (unsigned shift = 0; shift < 70; shift += 7) {
                 uint8_t b;
 
@@ -62,6 +68,11 @@ static int read_varint(Cursor *c, uint64_t *ret) {
  * bits above, so both accept the same keys). */
 static int read_key(Cursor *c, uint32_t *ret) {
         uint32_t v = 0;
+
+        if (c->p < c->end && *c->p < 0x80) {
+                *ret = *c->p++;
+                return 0;
+        }
 
         for (unsigned i = 0; i < 5; i++) {
                 uint8_t b;
@@ -116,27 +127,28 @@ static int skip_field(Cursor *c, unsigned wire_type) {
         }
 }
 
-static bool is_length_field(unsigned field) {
-        switch (field) {
-        case F_DESTINATION:
-        case F_TOPIC:
-        case F_METHOD:
-        case F_PAYLOAD_TYPE:
-        case F_ERROR_NAME:
-        case F_ERROR_MESSAGE:
-        case F_SENDER:
-                return true;
-        default:
-                return false;
-        }
-}
-
-static bool is_varint_field(unsigned field) {
-        return (field >= F_KIND && field <= F_REPLY_SERIAL) || field == F_TIMEOUT_MS ||
-               field == F_FLAGS || field == F_MEMFD_PAYLOAD_SIZE ||
-               (field >= F_SENDER_UID && field <= F_SENDER_PID) || field == F_MISSED ||
-               field == F_TIMESTAMP_NS;
-}
+/* The wire type each known field must have, plus one: 0 for fields the
+ * broker does not read, which are skipped whatever their type. */
+static const uint8_t field_wire_type[32] = {
+        [F_KIND] = WIRE_VARINT + 1,
+        [F_SERIAL] = WIRE_VARINT + 1,
+        [F_REPLY_SERIAL] = WIRE_VARINT + 1,
+        [F_DESTINATION] = WIRE_LENGTH + 1,
+        [F_TOPIC] = WIRE_LENGTH + 1,
+        [F_METHOD] = WIRE_LENGTH + 1,
+        [F_TIMEOUT_MS] = WIRE_VARINT + 1,
+        [F_FLAGS] = WIRE_VARINT + 1,
+        [F_PAYLOAD_TYPE] = WIRE_LENGTH + 1,
+        [F_ERROR_NAME] = WIRE_LENGTH + 1,
+        [F_ERROR_MESSAGE] = WIRE_LENGTH + 1,
+        [F_MEMFD_PAYLOAD_SIZE] = WIRE_VARINT + 1,
+        [F_SENDER] = WIRE_LENGTH + 1,
+        [F_SENDER_UID] = WIRE_VARINT + 1,
+        [F_SENDER_GID] = WIRE_VARINT + 1,
+        [F_SENDER_PID] = WIRE_VARINT + 1,
+        [F_MISSED] = WIRE_VARINT + 1,
+        [F_TIMESTAMP_NS] = WIRE_VARINT + 1,
+};
 
 /* Repeated uint64 subscriptions: one varint, or a packed run of them. */
 static int count_subscriptions(Cursor *c, unsigned wire_type, uint64_t *n) {
@@ -174,7 +186,7 @@ int envelope_view_parse(EnvelopeView *v, const uint8_t *data, size_t len) {
                 uint64_t value = 0;
                 uint32_t key;
                 EnvelopeString str = {};
-                unsigned field, wire_type;
+                unsigned field, wire_type, expected;
                 int r;
 
                 r = read_key(&c, &key);
@@ -191,16 +203,15 @@ int envelope_view_parse(EnvelopeView *v, const uint8_t *data, size_t len) {
                                 return r;
                         continue;
                 }
-                if (is_length_field(field)) {
-                        if (wire_type != WIRE_LENGTH)
-                                return -EBADMSG;
-                        r = read_length(&c, &str);
-                } else if (is_varint_field(field)) {
-                        if (wire_type != WIRE_VARINT)
-                                return -EBADMSG;
-                        r = read_varint(&c, &value);
-                } else
+                expected = field < 32 ? field_wire_type[field] : 0;
+                if (expected == 0)
                         r = skip_field(&c, wire_type);
+                else if (wire_type != --expected)
+                        return -EBADMSG;
+                else if (expected == WIRE_LENGTH)
+                        r = read_length(&c, &str);
+                else
+                        r = read_varint(&c, &value);
                 if (r < 0)
                         return r;
 
