@@ -27,8 +27,12 @@ static int listener_io(sd_event_source *s, int fd, uint32_t revents, void *userd
                 if (cfd < 0) {
                         if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
                                 return 0;
-                        /* EMFILE and friends: log and go on; the loop must live. */
-                        log_error("accept failed: %m");
+                        /* Out of descriptors or memory: the connection stays
+                         * in the backlog and the socket stays readable, so
+                         * going on would spin. Stop accepting until a peer
+                         * goes away (manager_close_peers() resumes). */
+                        log_error("accept failed: %m; not accepting until a connection closes");
+                        listener_pause(l);
                         return 0;
                 }
                 r = peer_new(l->manager, cfd, &p);
@@ -36,6 +40,18 @@ static int listener_io(sd_event_source *s, int fd, uint32_t revents, void *userd
                         log_error("cannot set up new connection: %s", strerror(-r));
         }
         return 0;
+}
+
+void listener_pause(Listener *l) {
+        if (!l->paused && sd_event_source_set_enabled(l->io, SD_EVENT_OFF) >= 0)
+                l->paused = true;
+}
+
+void listener_resume(Listener *l) {
+        if (l->paused && sd_event_source_set_enabled(l->io, SD_EVENT_ON) >= 0) {
+                l->paused = false;
+                log_info("accepting connections again");
+        }
 }
 
 int listener_new(Manager *m, int fd, const char *unlink_path, Listener **ret) {

@@ -6,6 +6,8 @@
  */
 #pragma once
 
+#include <stdbool.h>
+
 #include "busd/manager.h"
 #include "libbus/list.h"
 
@@ -14,11 +16,14 @@ typedef struct Listener {
         int fd;
         char *unlink_path;
         sd_event_source *io;
+        bool paused; /* accept() failed for lack of resources */
         List link;   /* manager->listeners */
 } Listener;
 
 int listener_new(Manager *m, int fd, const char *unlink_path, Listener **ret);
 Listener *listener_free(Listener *l);
+void listener_pause(Listener *l);
+void listener_resume(Listener *l);
 
 /* Creates, binds and listens on a socket for address (a path or "@name").
  * For a path, creates missing parent directories (mode 0755) and replaces a

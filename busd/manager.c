@@ -98,11 +98,15 @@ void manager_flush(Manager *m) {
 
 static int manager_close_peers(sd_event_source *s, void *userdata) {
         Manager *m = userdata;
+        Listener *l;
 
         /* Tearing a peer down may close others (failed writes of the events
          * it causes); the loop picks those up too. */
         while (!list_is_empty(&m->closing))
                 peer_free(list_first_entry(&m->closing, Peer, closing_link));
+        /* Descriptors were freed: listeners that ran out may accept again. */
+        list_for_each(l, &m->listeners, link)
+                listener_resume(l);
         manager_flush(m);
         return 0;
 }
