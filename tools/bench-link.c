@@ -507,3 +507,25 @@ int bench_link_close(BenchLink *l) {
         l->buf = NULL;
         return failed;
 }
+
+/* ---- Helpers with a bus_client of their own. */
+
+int bench_bus_loop(BenchGroup *g, bus_client *c) {
+        int r;
+
+        for (;;) {
+                struct pollfd p[2];
+
+                while ((r = bus_client_process(c)) > 0)
+                        ;
+                if (r < 0)
+                        return r;
+                p[0] = (struct pollfd){ .fd = bus_client_get_fd(c),
+                                        .events = (short) bus_client_get_events(c) };
+                p[1] = (struct pollfd){ .fd = g->ctl[0], .events = POLLIN };
+                if (poll(p, 2, -1) < 0 && errno != EINTR)
+                        return -errno;
+                if (p[1].revents) /* EOF: the bench is done with us */
+                        return 0;
+        }
+}

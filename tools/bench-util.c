@@ -316,3 +316,34 @@ int bench_group_finish(BenchGroup *g) {
         g->n = 0;
         return failed;
 }
+
+/* ---- Latency figures. */
+
+void bench_percentiles(double *v, size_t n, const double *q, double *ret, size_t k) {
+        if (n > 0)
+                qsort(v, n, sizeof(*v), compare_double);
+        for (size_t i = 0; i < k; i++) {
+                double rank = ceil(q[i] * (double) n);
+
+                if (n == 0)
+                        ret[i] = NAN;
+                else
+                        ret[i] = v[rank < 1 ? 0 : rank > (double) n ? n - 1 : (size_t) rank - 1];
+        }
+}
+
+/* ---- Scenarios with a default count of their own. */
+
+unsigned bench_count_or(const BenchContext *ctx, unsigned fallback) {
+        if (ctx->count != 3 || ctx->duration == 0) /* busd-bench.c's DEFAULT_COUNT */
+                return ctx->count;
+        return fallback;
+}
+
+void bench_cell(FILE *f, const char *s, int width) {
+        int columns = 0;
+
+        for (const char *p = s; *p; p++)
+                columns += ((unsigned char) *p & 0xC0) != 0x80;
+        fprintf(f, " %*s%s", width > columns ? width - columns : 0, "", s);
+}

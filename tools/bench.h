@@ -75,7 +75,12 @@ typedef struct BenchScenario {
         int (*run)(BenchContext *ctx);
 } BenchScenario;
 
+extern const BenchScenario bench_scenario_rtt;
+extern const BenchScenario bench_scenario_pubsub;
+extern const BenchScenario bench_scenario_fanout;
 extern const BenchScenario bench_scenario_bulk;
+extern const BenchScenario bench_scenario_conns;
+extern const BenchScenario bench_scenario_cpu;
 
 /* ---- Figures and output (bench-util.c). */
 
@@ -241,3 +246,125 @@ int bench_proc_memory(pid_t pid, const char *field, uint64_t *ret);
 /* Resets the process's peak RSS (VmHWM) to its current RSS
  * (/proc/PID/clear_refs). */
 int bench_proc_reset_peak(pid_t pid);
+
+/* ---- Latency figures (bench-util.c). */
+
+/* Sorts the n values of v and stores their q[i]-quantiles (0 < q <= 1,
+ * nearest rank: the smallest value with at least q * n values at or below
+ * it) in ret[i], for i < k; NAN for n == 0. */
+void bench_percentiles(double *v, size_t n, const double *q, double *ret, size_t k);
+
+/* ---- Raw frames and the raw relay (bench-relay.c).
+ *
+ * The baselines without a broker send frames in the bus's format
+ * (docs/protocol.md): the 16-byte preamble, then BENCH_RAW_ENVELOPE opaque
+ * bytes standing for the protobuf envelope (about the size of a delivered
+ * envelope), then the payload. Nothing decodes the envelope.
+ *
+ * bench_raw_open() starts the far end of a raw path as a helper process of a
+ * group, on one end of a SOCK_STREAM socket pair, and with relay a relay
+ * process in between (bench -> relay -> far end and back: two hops each way).
+ * The relay is an epoll loop that reads what arrives into a buffer (64 KiB a
+ * read, as busd reads), cuts it into frames by their preamble, and forwards
+ * all complete frames with one writev(), an iovec per frame; while the other
+ * side cannot take more, it stops reading (the broker's flow control). It is
+ * the floor for any broker: no routing, no envelope, nothing queued per
+ * receiver. The bench's end is blocking and kept in the group's parent_fds,
+ * so bench_group_finish() closes it; each process exits on EOF from the one
+ * before it.
+ *
+ * Groups opened one after another must be finished in reverse order: a later
+ * group's helpers hold copies of an earlier group's pipes and socket ends
+ * until they exit. */
+
+#define BENCH_FRAME_PREAMBLE 16
+#define BENCH_FRAME_MAGIC UINT32_C(0xB05D0001)
+#define BENCH_RAW_ENVELOPE 48
+#define BENCH_RAW_READ (64u << 10) /* bytes per read(), as busd and libbus */
+#define BENCH_RAW_FRAME_MAX BENCH_RAW_READ
+
+/* Writes a preamble for an envelope and an inline payload of these sizes. */
+void bench_frame_init(void *p, uint32_t envelope_len, uint32_t payload_len);
+/* The size of the frame at the start of the n bytes at p: 0 while it is not
+ * complete, -EBADMSG for a bad preamble or one over BENCH_RAW_FRAME_MAX. */
+ssize_t bench_frame_size(const void *p, size_t n);
+
+/* The far end of a raw path: runs in a helper with its (blocking) socket;
+ * returns the helper's exit code. */
+typedef int (*BenchRawFn)(BenchGroup *g, unsigned index, int fd, void *userdata);
+
+int bench_raw_open(BenchGroup *g, bool relay, BenchRawFn fn, void *userdata, int *ret_fd);
+/* A BenchRawFn: sends every complete frame back as it is, with one write()
+ * per read(); exits 0 on EOF. */
+int bench_raw_echo(BenchGroup *g, unsigned index, int fd, void *userdata);
+/* Reads from a blocking fd until buf (of size bytes, holding *len already)
+ * starts with a complete frame; its size, 0 on EOF, negative errno. The
+ * caller drops the frame with bench_raw_consume(). */
+ssize_t bench_raw_read_frame(int fd, void *buf, size_t size, size_t *len);
+void bench_raw_consume(void *buf, size_t *len, size_t frame);
+/* write() all of it to a blocking fd. */
+int bench_write_all(int fd, const void *p, size_t size);
+
+/* ---- Streams of small messages (bench-pubsub.c), for pubsub and fanout.
+ *
+ * This process publishes rounds of messages of BENCH_STREAM_PAYLOAD bytes as
+ * fast as the path takes them; each of n subscriber processes counts them,
+ * sums their payloads' 8-byte words, and acks once per round: the count, the
+ * sum and what the broker reported missed. A round is small enough for the
+ * broker's queue (--max-queue-bytes) even if the subscriber read nothing
+ * meanwhile, so a fast publisher cannot make the broker drop: nothing may be
+ * lost. The time of a round runs from its first publish to the last ack. */
+
+#define BENCH_STREAM_PAYLOAD 64
+
+typedef enum BenchStreamKind {
+        BENCH_STREAM_BUS,   /* bus_client_publish() through busd */
+        BENCH_STREAM_RELAY, /* raw frames, 64 KiB a write(), through the raw relay */
+        BENCH_STREAM_RELAY_UNBATCHED, /* the same, one write() per frame */
+} BenchStreamKind;
+
+typedef struct BenchStream {
+        BenchStreamKind kind;
+        unsigned n;      /* subscribers */
+        uint64_t round;  /* messages per round */
+        const char *address;
+        BenchGroup group;
+        bus_client *client; /* the bus publisher */
+        int fd;             /* the raw publisher's socket */
+        char topic[64];
+        uint64_t seq;
+        uint64_t sent, received, lost; /* deliveries: messages x subscribers */
+        uint64_t corrupt;              /* acks with a wrong sum or count */
+        char error[256]; /* the first error libbus logged */
+} BenchStream;
+
+/* Starts n subscribers (n must be 1 for the relay), waits until each is
+ * subscribed, then connects the publisher. Call bench_stream_close() after,
+ * also on failure. */
+int bench_stream_open(BenchStream *s, BenchStreamKind kind, unsigned n, uint64_t round,
+                      const char *address);
+/* One round; its time in *ret_seconds. -EIO if a message was lost or
+ * corrupt (counted in lost and corrupt). */
+int bench_stream_round(BenchStream *s, double *ret_seconds);
+const char *bench_stream_strerror(BenchStream *s, int r);
+/* Disconnects, stops the subscribers; the number that failed. */
+int bench_stream_close(BenchStream *s);
+/* GetStats of the broker: deliveries it dropped for full receivers so far. */
+int bench_bus_dropped(bus_client *c, uint64_t *ret);
+
+/* ---- Scenarios with a default count of their own (bench-util.c). */
+
+/* --count if it was given, else the scenario's own default. busd-bench
+ * keeps no flag for it: its defaults are 3 messages and 0.2 s, and --count
+ * alone sets the duration to 0, so only "--count 3 --duration S" (S > 0)
+ * reads as not given. */
+unsigned bench_count_or(const BenchContext *ctx, unsigned fallback);
+
+/* ---- Small shared pieces (bench-util.c, bench-link.c). */
+
+/* Writes s right-aligned in width columns after a space ("µ" counts one). */
+void bench_cell(FILE *f, const char *s, int width);
+/* A helper's loop for its own bus_client: processes it and waits for it
+ * until the bench closes the control pipe (0) or the connection fails
+ * (negative errno). */
+int bench_bus_loop(BenchGroup *g, bus_client *c);

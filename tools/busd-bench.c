@@ -40,7 +40,12 @@
 #define PIN_DEFAULT (-2) /* CPU 0, or the first one we may use */
 
 static const BenchScenario *const bench_scenarios[] = {
+        &bench_scenario_rtt,
+        &bench_scenario_pubsub,
+        &bench_scenario_fanout,
         &bench_scenario_bulk,
+        &bench_scenario_conns,
+        &bench_scenario_cpu,
 };
 #define N_SCENARIOS (sizeof(bench_scenarios) / sizeof(bench_scenarios[0]))
 

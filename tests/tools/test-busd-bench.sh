@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # Smoke test of busd-bench: runs the bulk scenario once on small sizes
-# (--count 1 --max-size 1M) against its own busd and checks that it measured
-# every figure and lost nothing. It asserts no timing: speed is measured by
+# (--count 1 --max-size 1M) and the rtt, pubsub, fanout and conns scenarios
+# at a tiny count (and cpu where valgrind can run busd) against its own busd,
+# and checks that it measured every figure and lost nothing. It asserts no timing: speed is measured by
 # the benchmark and read by people, never asserted by tests. Speaks TAP.
 set -u
 
@@ -34,10 +35,10 @@ figures() {
                 name = $1; gsub(/[":]/, "", name)
                 value = $2; sub(/,$/, "", value)
                 print name, value
-        }' "$dir/bench.json"
+        }' "${1:-$dir/bench.json}"
 }
 
-echo "1..7"
+echo "1..10"
 
 if "$bench" --help >"$dir/help" 2>&1 && grep -q '^  bulk ' "$dir/help"; then
         pass "--help lists the bulk scenario"
@@ -101,6 +102,44 @@ if grep -qx 'bulk.lost 0' "$dir/figures" && grep -qx 'bulk.corrupt 0' "$dir/figu
 else
         grep '^bulk\.\(lost\|corrupt\|wrong_transport\) ' "$dir/figures" >"$dir/lost"
         fail "\"bulk.lost\": 0, nothing corrupt, nothing on the wrong transport" "$dir/lost"
+fi
+
+# The other scenarios, tiny: the figures exist, are above zero, nothing lost.
+if "$bench" rtt pubsub fanout conns --count 50 --json >"$dir/small.json" 2>"$dir/small.err"; then
+        pass "busd-bench rtt pubsub fanout conns --count 50 --json exits 0"
+else
+        cat "$dir/small.err" "$dir/small.json" >"$dir/small.all"
+        fail "busd-bench rtt pubsub fanout conns --count 50 --json exits 0" "$dir/small.all"
+fi
+figures "$dir/small.json" >"$dir/small.figures"
+: >"$dir/small.bad"
+for name in rtt.busd_p50_us rtt.relay2_p50_us rtt.direct1_p50_us pubsub.busd_msgs_per_s \
+        pubsub.relay_msgs_per_s fanout.per_delivery_ns_n1 fanout.per_delivery_ns_n64 \
+        conns.count conns.rss_per_conn_bytes; do
+        awk -v n="$name" '$1 == n && $2 != "null" && $2 + 0 > 0 { found = 1 } END { exit !found }' \
+                "$dir/small.figures" || echo "$name missing, null or not above zero" >>"$dir/small.bad"
+done
+for name in pubsub.lost fanout.lost; do
+        grep -qx "$name 0" "$dir/small.figures" || echo "$name is not 0" >>"$dir/small.bad"
+done
+if [ -s "$dir/small.bad" ]; then
+        fail "rtt, pubsub, fanout and conns figures are there, nothing lost" "$dir/small.bad"
+else
+        pass "rtt, pubsub, fanout and conns figures are there, nothing lost"
+fi
+
+# cpu runs busd under callgrind: not with sanitizers, not without valgrind.
+if [ -n "${BUSD_SANITIZERS:-}" ] || ! command -v callgrind_control >/dev/null 2>&1; then
+        echo "ok 10 - cpu counts instructions # SKIP needs valgrind and a build without sanitizers"
+        n=$((n + 1))
+elif BUSD_CPU_COUNT="${BUSD_SRCDIR:-.}/tools/busd-cpu-count" \
+        "$bench" cpu --count 50 --json >"$dir/cpu.json" 2>"$dir/cpu.err" &&
+        figures "$dir/cpu.json" | awk '($1 == "cpu.instr_per_publish" || $1 == "cpu.instr_per_call") &&
+                $2 != "null" && $2 + 0 > 0 { ok++ } END { exit ok != 2 }'; then
+        pass "cpu counts instructions per publish and per call"
+else
+        cat "$dir/cpu.err" "$dir/cpu.json" >"$dir/cpu.all"
+        fail "cpu counts instructions per publish and per call" "$dir/cpu.all"
 fi
 
 exit $failed
