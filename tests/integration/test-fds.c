@@ -38,6 +38,7 @@
 
 #include "libbus/wire.h"
 #include "proto/bus.pb-c.h"
+#include "tests/lib/raw-frame.h"
 #include "tests/lib/tap.h"
 #include "tests/lib/util-busd.h"
 
@@ -135,37 +136,6 @@ static ssize_t read_to_eof(int fd, void *buf, size_t cap, int timeout_ms) {
         }
 }
 
-/* Reads exactly len bytes. 0, -EPIPE (EOF first), -ETIMEDOUT, -errno. */
-static int read_exact(int fd, void *buf, size_t len, int timeout_ms) {
-        int64_t deadline = mono_ms() + timeout_ms;
-        size_t got = 0;
-
-        while (got < len) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                int64_t left = deadline - mono_ms();
-                ssize_t n;
-
-                if (left <= 0)
-                        return -ETIMEDOUT;
-                if (poll(&p, 1, (int) left) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (p.revents == 0)
-                        continue;
-                n = read(fd, (uint8_t *) buf + got, len - got);
-                if (n == 0)
-                        return -EPIPE;
-                if (n < 0) {
-                        if (errno == EINTR || errno == EAGAIN)
-                                continue;
-                        return -errno;
-                }
-                got += (size_t) n;
-        }
-        return 0;
-}
 
 /* Whether a pipe's read end has neither data nor EOF right now: someone
  * still holds a write end. */
@@ -704,7 +674,7 @@ static int socket_rx_cb(bus_message *m, void *userdata) {
                                           cred.pid == getppid());
         ping_text(text, sizeof(text), getpid());
         child_check(rx->failures, write_all(fd, text, strlen(text)));
-        child_check(rx->failures, read_exact(fd, pong, sizeof(pong), WAIT_MS) == 0 &&
+        child_check(rx->failures, test_read_exact(fd, pong, sizeof(pong), WAIT_MS) == 0 &&
                                           memcmp(pong, PONG_TEXT, sizeof(pong)) == 0);
         close(fd);
         return 0;
@@ -740,7 +710,7 @@ static void test_socket_both_ways(void) {
 
                 ping_text(expected, sizeof(expected), sub.pid);
                 memset(got, 0, sizeof(got));
-                if (!tap_check_int(read_exact(sv[0], got, strlen(expected), WAIT_MS), 0) ||
+                if (!tap_check_int(test_read_exact(sv[0], got, strlen(expected), WAIT_MS), 0) ||
                     !tap_check(memcmp(got, expected, strlen(expected)) == 0))
                         tap_diag("read \"%s\", expected \"%s\"", got, expected);
                 tap_check(write_all(sv[0], PONG_TEXT, strlen(PONG_TEXT)));
@@ -1052,7 +1022,7 @@ static void test_retained_fd(void) {
         retained_text(expected, sizeof(expected), late.pid);
         tap_check_int(child_finish(&late), 0);
         memset(got, 0, sizeof(got));
-        if (!tap_check_int(read_exact(p[0], got, strlen(expected), WAIT_MS), 0))
+        if (!tap_check_int(test_read_exact(p[0], got, strlen(expected), WAIT_MS), 0))
                 tap_diag("read \"%s\", expected \"%s\"", got, expected);
         tap_check(memcmp(got, expected, strlen(expected)) == 0);
         /* The subscriber has gone; the broker still keeps the descriptor. */
@@ -1069,93 +1039,6 @@ finish:
 
 /* ---- Raw frames: what libbus would not send. */
 
-/* Sends one frame whose first byte carries fds as SCM_RIGHTS. */
-static bool raw_send(int fd, const Bus__Envelope *env, const void *payload, size_t plen,
-                     const int *fds, unsigned n_fds) {
-        size_t elen = bus__envelope__get_packed_size(env), len = WIRE_PREAMBLE_SIZE + elen + plen;
-        uint8_t *buf = malloc(len);
-        union {
-                struct cmsghdr align;
-                uint8_t buf[CMSG_SPACE(sizeof(int) * WIRE_FDS_MAX)];
-        } control;
-        struct iovec iov = { buf, len };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-        size_t sent = 0;
-        ssize_t n;
-
-        assert(buf && n_fds <= WIRE_FDS_MAX);
-        wire_preamble_encode(buf, &(WirePreamble){ (uint32_t) elen, (uint32_t) plen,
-                                                   (uint16_t) n_fds, 0 });
-        bus__envelope__pack(env, buf + WIRE_PREAMBLE_SIZE);
-        if (plen)
-                memcpy(buf + WIRE_PREAMBLE_SIZE + elen, payload, plen);
-        if (n_fds > 0) {
-                struct cmsghdr *c;
-
-                memset(&control, 0, sizeof(control));
-                mh.msg_control = &control;
-                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-                c = CMSG_FIRSTHDR(&mh);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-                memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
-        }
-        n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-        if (n > 0)
-                sent = (size_t) n;
-        while (n > 0 && sent < len) {
-                n = send(fd, buf + sent, len - sent, MSG_NOSIGNAL);
-                if (n > 0)
-                        sent += (size_t) n;
-        }
-        free(buf);
-        return sent == len;
-}
-
-/* Reads the next frame's envelope (the caller frees it); NULL on EOF, error
- * or timeout. */
-static Bus__Envelope *raw_read_envelope(int fd, int timeout_ms) {
-        uint8_t pre[WIRE_PREAMBLE_SIZE], *buf;
-        WirePreamble p;
-        Bus__Envelope *env = NULL;
-
-        if (read_exact(fd, pre, sizeof(pre), timeout_ms) < 0 ||
-            wire_preamble_decode(pre, &p, WIRE_ENVELOPE_MAX, WIRE_PAYLOAD_MAX, 0) < 0)
-                return NULL;
-        buf = malloc((size_t) p.envelope_len + p.payload_len + 1);
-        assert(buf);
-        if (read_exact(fd, buf, (size_t) p.envelope_len + p.payload_len, timeout_ms) == 0)
-                env = bus__envelope__unpack(NULL, p.envelope_len, buf);
-        free(buf);
-        return env;
-}
-
-/* Connects and says Hello. The descriptor, or -1. */
-static int raw_open(const char *address) {
-        Bus__Envelope env = BUS__ENVELOPE__INIT, *reply;
-        Bus__HelloRequest hello = BUS__HELLO_REQUEST__INIT;
-        uint8_t payload[64];
-        size_t plen;
-        int fd = test_connect_raw(address);
-
-        if (fd < 0)
-                return -1;
-        hello.client_name = (char *) "raw";
-        plen = bus__hello_request__pack(&hello, payload);
-        env.kind = BUS__KIND__KIND_REQUEST;
-        env.serial = 1;
-        env.destination = (char *) "bus";
-        env.method = (char *) "Hello";
-        reply = raw_send(fd, &env, payload, plen, NULL, 0) ? raw_read_envelope(fd, WAIT_MS) : NULL;
-        if (!reply || reply->kind != BUS__KIND__KIND_REPLY) {
-                bus__envelope__free_unpacked(reply, NULL);
-                close(fd);
-                return -1;
-        }
-        bus__envelope__free_unpacked(reply, NULL);
-        return fd;
-}
 
 /* Whether the broker closed the connection (EOF), reading what comes first. */
 static bool raw_closed_by_broker(int fd) {
@@ -1236,13 +1119,13 @@ static void test_too_many_fds(void) {
         }
 
         /* The same on a raw connection, where the error frame shows. */
-        raw = raw_open(busd.address);
+        raw = test_raw_open(busd.address, WAIT_MS);
         if (tap_check(raw >= 0)) {
                 env.kind = BUS__KIND__KIND_PUBLISH;
                 env.serial = 2;
                 env.topic = (char *) "fds.toomany";
-                tap_check(raw_send(raw, &env, "x", 1, fds, 17));
-                answer = raw_read_envelope(raw, WAIT_MS);
+                tap_check(test_raw_send(raw, &env, "x", 1, fds, 17));
+                answer = test_raw_read_envelope(raw, WAIT_MS);
                 if (tap_check(answer != NULL)) {
                         tap_diag("broker said: %s: %s", answer->error_name, answer->error_message);
                         tap_check_int(answer->kind, BUS__KIND__KIND_ERROR);

@@ -37,6 +37,7 @@
 
 #include "libbus/wire.h"
 #include "proto/bus.pb-c.h"
+#include "tests/lib/raw-frame.h"
 #include "tests/lib/tap.h"
 #include "tests/lib/util-busd.h"
 
@@ -158,37 +159,6 @@ static ssize_t read_to_eof(int fd, void *buf, size_t cap, int timeout_ms) {
         }
 }
 
-/* Reads exactly len bytes. 0, -EPIPE (EOF first), -ETIMEDOUT, -errno. */
-static int read_exact(int fd, void *buf, size_t len, int timeout_ms) {
-        int64_t deadline = mono_ms() + timeout_ms;
-        size_t got = 0;
-
-        while (got < len) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                int64_t left = deadline - mono_ms();
-                ssize_t n;
-
-                if (left <= 0)
-                        return -ETIMEDOUT;
-                if (poll(&p, 1, (int) left) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (p.revents == 0)
-                        continue;
-                n = read(fd, (uint8_t *) buf + got, len - got);
-                if (n == 0)
-                        return -EPIPE;
-                if (n < 0) {
-                        if (errno == EINTR || errno == EAGAIN)
-                                continue;
-                        return -errno;
-                }
-                got += (size_t) n;
-        }
-        return 0;
-}
 
 /* Memfds a process holds: entries of /proc/PID/fd that link to one. */
 static int count_memfds(pid_t pid) {
@@ -1010,93 +980,6 @@ static void test_shm_retained(void) {
 
 /* ---- Raw frames: what libbus would not send. */
 
-/* Sends one frame whose first byte carries fds as SCM_RIGHTS. */
-static bool raw_send(int fd, const Bus__Envelope *env, const void *payload, size_t plen,
-                     const int *fds, unsigned n_fds) {
-        size_t elen = bus__envelope__get_packed_size(env), len = WIRE_PREAMBLE_SIZE + elen + plen;
-        uint8_t *buf = malloc(len);
-        union {
-                struct cmsghdr align;
-                uint8_t buf[CMSG_SPACE(sizeof(int) * WIRE_FDS_MAX)];
-        } control;
-        struct iovec iov = { buf, len };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-        size_t sent = 0;
-        ssize_t n;
-
-        assert(buf && n_fds <= WIRE_FDS_MAX);
-        wire_preamble_encode(buf, &(WirePreamble){ (uint32_t) elen, (uint32_t) plen,
-                                                   (uint16_t) n_fds, 0 });
-        bus__envelope__pack(env, buf + WIRE_PREAMBLE_SIZE);
-        if (plen)
-                memcpy(buf + WIRE_PREAMBLE_SIZE + elen, payload, plen);
-        if (n_fds > 0) {
-                struct cmsghdr *c;
-
-                memset(&control, 0, sizeof(control));
-                mh.msg_control = &control;
-                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-                c = CMSG_FIRSTHDR(&mh);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-                memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
-        }
-        n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-        if (n > 0)
-                sent = (size_t) n;
-        while (n > 0 && sent < len) {
-                n = send(fd, buf + sent, len - sent, MSG_NOSIGNAL);
-                if (n > 0)
-                        sent += (size_t) n;
-        }
-        free(buf);
-        return sent == len;
-}
-
-/* Reads the next frame's envelope (the caller frees it); NULL on EOF, error
- * or timeout. */
-static Bus__Envelope *raw_read_envelope(int fd, int timeout_ms) {
-        uint8_t pre[WIRE_PREAMBLE_SIZE], *buf;
-        WirePreamble p;
-        Bus__Envelope *env = NULL;
-
-        if (read_exact(fd, pre, sizeof(pre), timeout_ms) < 0 ||
-            wire_preamble_decode(pre, &p, WIRE_ENVELOPE_MAX, WIRE_PAYLOAD_MAX, 0) < 0)
-                return NULL;
-        buf = malloc((size_t) p.envelope_len + p.payload_len + 1);
-        assert(buf);
-        if (read_exact(fd, buf, (size_t) p.envelope_len + p.payload_len, timeout_ms) == 0)
-                env = bus__envelope__unpack(NULL, p.envelope_len, buf);
-        free(buf);
-        return env;
-}
-
-/* Connects and says Hello. The descriptor, or -1. */
-static int raw_open(const char *address) {
-        Bus__Envelope env = BUS__ENVELOPE__INIT, *reply;
-        Bus__HelloRequest hello = BUS__HELLO_REQUEST__INIT;
-        uint8_t payload[64];
-        size_t plen;
-        int fd = test_connect_raw(address);
-
-        if (fd < 0)
-                return -1;
-        hello.client_name = (char *) "raw";
-        plen = bus__hello_request__pack(&hello, payload);
-        env.kind = BUS__KIND__KIND_REQUEST;
-        env.serial = 1;
-        env.destination = (char *) "bus";
-        env.method = (char *) "Hello";
-        reply = raw_send(fd, &env, payload, plen, NULL, 0) ? raw_read_envelope(fd, WAIT_MS) : NULL;
-        if (!reply || reply->kind != BUS__KIND__KIND_REPLY) {
-                bus__envelope__free_unpacked(reply, NULL);
-                close(fd);
-                return -1;
-        }
-        bus__envelope__free_unpacked(reply, NULL);
-        return fd;
-}
 
 /* A raw connection and what is expected of the broker on it. */
 typedef struct Raw {
@@ -1129,7 +1012,7 @@ static void expect_answer(Raw *raw, const char *what, const char *method, uint64
         }
         env.serial = serial;
         env.memfd_payload_size = memfd_size;
-        if (!tap_check(raw_send(raw->fd, &env, inline_data, inline_len, fds, n_fds)))
+        if (!tap_check(test_raw_send(raw->fd, &env, inline_data, inline_len, fds, n_fds)))
                 return;
         /* The connection stays usable: the Ping is answered. */
         if (!tap_check(raw_ping(raw, &answer)))
@@ -1161,10 +1044,10 @@ static bool raw_ping(Raw *raw, Bus__Envelope **ret_other) {
         env.serial = serial;
         env.destination = (char *) "bus";
         env.method = (char *) "Ping";
-        if (!raw_send(raw->fd, &env, NULL, 0, NULL, 0))
+        if (!test_raw_send(raw->fd, &env, NULL, 0, NULL, 0))
                 return false;
         for (int i = 0; i < 16; i++) {
-                Bus__Envelope *e = raw_read_envelope(raw->fd, WAIT_MS);
+                Bus__Envelope *e = test_raw_read_envelope(raw->fd, WAIT_MS);
 
                 if (!e)
                         return false;
@@ -1190,7 +1073,7 @@ static int raw_peer_count(Raw *raw) {
         env.serial = serial;
         env.destination = (char *) "bus";
         env.method = (char *) "GetStats";
-        if (!raw_send(raw->fd, &env, NULL, 0, NULL, 0))
+        if (!test_raw_send(raw->fd, &env, NULL, 0, NULL, 0))
                 return -1;
         for (int i = 0; i < 16; i++) {
                 uint8_t pre[WIRE_PREAMBLE_SIZE], *buf;
@@ -1199,12 +1082,12 @@ static int raw_peer_count(Raw *raw) {
                 WirePreamble p;
                 int peers = -1;
 
-                if (read_exact(raw->fd, pre, sizeof(pre), WAIT_MS) < 0 ||
+                if (test_read_exact(raw->fd, pre, sizeof(pre), WAIT_MS) < 0 ||
                     wire_preamble_decode(pre, &p, WIRE_ENVELOPE_MAX, WIRE_PAYLOAD_MAX, 0) < 0)
                         return -1;
                 buf = malloc((size_t) p.envelope_len + p.payload_len + 1);
                 assert(buf);
-                if (read_exact(raw->fd, buf, (size_t) p.envelope_len + p.payload_len, WAIT_MS) == 0)
+                if (test_read_exact(raw->fd, buf, (size_t) p.envelope_len + p.payload_len, WAIT_MS) == 0)
                         e = bus__envelope__unpack(NULL, p.envelope_len, buf);
                 if (e && e->kind == BUS__KIND__KIND_REPLY && e->reply_serial == serial)
                         stats = bus__get_stats_reply__unpack(NULL, p.payload_len,
@@ -1228,7 +1111,7 @@ static int raw_peer_count(Raw *raw) {
 static bool raw_start(Raw *raw, TestBusd *b, int n_peers) {
         int peers = -1;
 
-        *raw = (Raw){ .fd = raw_open(b->address), .serial = 1, .busd_pid = b->pid };
+        *raw = (Raw){ .fd = test_raw_open(b->address, WAIT_MS), .serial = 1, .busd_pid = b->pid };
         if (raw->fd < 0)
                 return false;
         for (int i = 0; i < 1000 && peers != n_peers; i++) {
@@ -1394,7 +1277,7 @@ static Bus__Envelope *quota_publish(Raw *raw, size_t size, uint64_t seed, bool *
         env.serial = ++raw->serial;
         env.topic = (char *) "quota.data";
         env.memfd_payload_size = size;
-        *ok = raw_send(raw->fd, &env, NULL, 0, &fd, 1) && raw_ping(raw, &answer);
+        *ok = test_raw_send(raw->fd, &env, NULL, 0, &fd, 1) && raw_ping(raw, &answer);
         close(fd);
         if (answer && answer->reply_serial != env.serial) {
                 tap_diag("unexpected frame: %s", answer->error_name);
