@@ -52,6 +52,38 @@ void manager_mark_lagging(Manager *m, Peer *p) {
                 list_append(&m->lagging, &p->lagging_link);
 }
 
+void manager_mark_readable(Manager *m, Peer *p) {
+        if (!list_is_linked(&p->readable_link))
+                list_append(&m->readable, &p->readable_link);
+        sd_event_source_set_enabled(m->defer_read, SD_EVENT_ONESHOT);
+}
+
+/* Reads on for the peers that had more input than one read takes. Each is
+ * taken off the list first: peer_read() puts it back if it still has more. */
+static int manager_read_peers(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+        List batch;
+
+        list_init(&batch);
+        /* Move the list aside, so peers marked again go to the next turn. */
+        if (!list_is_empty(&m->readable)) {
+                batch.next = m->readable.next;
+                batch.prev = m->readable.prev;
+                batch.next->prev = &batch;
+                batch.prev->next = &batch;
+                list_init(&m->readable);
+        }
+        while (!list_is_empty(&batch)) {
+                Peer *p = list_first_entry(&batch, Peer, readable_link);
+
+                list_remove(&p->readable_link);
+                if (!peer_is_closing(p) && !p->reading_paused)
+                        peer_read(p);
+        }
+        manager_flush(m);
+        return 0;
+}
+
 void manager_schedule_close(Manager *m, Peer *p) {
         if (!list_is_linked(&p->closing_link))
                 list_append(&m->closing, &p->closing_link);
@@ -124,6 +156,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         list_init(&m->dirty);
         list_init(&m->closing);
         list_init(&m->lagging);
+        list_init(&m->readable);
         m->start_usec = manager_now_usec();
         /* Enough spare entries for a burst of fan-out; idle peers keep none. */
         wire_entry_pool_init(&m->entry_pool, 8192);
@@ -131,6 +164,10 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         r = sd_event_default(&m->event);
         if (r < 0)
                 return r;
+        r = sd_event_add_defer(m->event, &m->defer_read, manager_read_peers, m);
+        if (r < 0)
+                return r;
+        sd_event_source_set_enabled(m->defer_read, SD_EVENT_OFF);
         r = sd_event_add_defer(m->event, &m->defer_close, manager_close_peers, m);
         if (r < 0)
                 return r;
@@ -176,6 +213,7 @@ Manager *manager_free(Manager *m) {
         wire_entry_pool_clear(&m->entry_pool);
         free(m->hits);
         free(m->recipients);
+        sd_event_source_disable_unref(m->defer_read);
         sd_event_source_disable_unref(m->defer_close);
         sd_event_unref(m->event);
         free(m);

@@ -92,6 +92,8 @@ typedef struct Manager {
         List dirty;             /* peers with output not yet flushed */
         List closing;           /* peers waiting for teardown */
         List lagging;           /* peers whose lagging event is not yet published */
+        List readable;          /* peers with input left after their last read */
+        sd_event_source *defer_read;
         unsigned n_peers;
         Hashmap *peers_by_id;
         uint64_t next_peer_id;
@@ -136,5 +138,8 @@ void manager_mark_dirty(Manager *m, Peer *p);
  * this is as late, and as batched, as a flush can be. */
 void manager_flush(Manager *m);
 void manager_mark_lagging(Manager *m, Peer *p);
+/* The peer has input its I/O source will not report again (edge-triggered):
+ * read it on the next loop turn. */
+void manager_mark_readable(Manager *m, Peer *p);
 Peer *manager_find_peer(Manager *m, const char *unique_id);
 uint64_t manager_now_usec(void);  /* CLOCK_MONOTONIC */

@@ -77,6 +77,7 @@ int peer_new(Manager *m, int fd, Peer **ret) {
         list_init(&p->dirty_link);
         list_init(&p->closing_link);
         list_init(&p->lagging_link);
+        list_init(&p->readable_link);
         list_init(&p->calls_in);
         list_init(&p->calls_out);
         name_client_init(&p->names);
@@ -105,7 +106,11 @@ int peer_new(Manager *m, int fd, Peer **ret) {
         r = hashmap_put(m->peers_by_id, &p->id, p);
         if (r < 0)
                 return r;
-        r = sd_event_add_io(m->event, &p->io, fd, EPOLLIN, peer_io, p);
+        /* Edge-triggered: level-triggered, every turn's epoll_wait would
+         * report every readable peer again, and closing 10,000 at once would
+         * take 10,000 turns of 10,000 events. A peer not read to EAGAIN is
+         * put on the manager's readable list instead (manager_mark_readable). */
+        r = sd_event_add_io(m->event, &p->io, fd, EPOLLIN | EPOLLET, peer_io, p);
         if (r < 0)
                 return r;
         p->io_events = EPOLLIN;
@@ -136,6 +141,7 @@ Peer *peer_free(Peer *p) {
         list_remove(&p->dirty_link);
         list_remove(&p->closing_link);
         list_remove(&p->lagging_link);
+        list_remove(&p->readable_link);
         sd_event_source_disable_unref(p->io);
         wire_reader_deinit(&p->reader);
         wire_writer_deinit(&p->writer);
@@ -161,7 +167,7 @@ static void peer_update_io(Peer *p) {
                 events |= EPOLLOUT;
         if (events == p->io_events)
                 return;
-        if (sd_event_source_set_io_events(p->io, events) >= 0)
+        if (sd_event_source_set_io_events(p->io, events | EPOLLET) >= 0)
                 p->io_events = events;
 }
 
@@ -296,9 +302,10 @@ void peer_flush(Peer *p) {
                 p->lagging = false;
                 if (p->reading_paused) {
                         p->reading_paused = false;
-                        /* Frames read before the pause get no new EPOLLIN:
-                         * route them now. */
-                        (void) peer_route_buffered(p);
+                        /* Frames read before the pause, and bytes still in
+                         * the socket, get no new edge: read on now. */
+                        if (peer_route_buffered(p))
+                                manager_mark_readable(p->manager, p);
                 }
         }
         peer_update_io(p);
@@ -323,7 +330,7 @@ static bool peer_route_buffered(Peer *p) {
         return true;
 }
 
-static void peer_read(Peer *p) {
+void peer_read(Peer *p) {
         int r;
 
         for (int round = 0; round < PEER_READ_ROUNDS; round++) {
@@ -349,6 +356,8 @@ static void peer_read(Peer *p) {
                 if (!peer_route_buffered(p))
                         return;
         }
+        /* Not read to EAGAIN: no new edge will come for what is left. */
+        manager_mark_readable(p->manager, p);
 }
 
 static int peer_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {

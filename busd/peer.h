@@ -72,6 +72,7 @@ struct Peer {
         List dirty_link;        /* manager->dirty */
         List closing_link;      /* manager->closing */
         List lagging_link;      /* manager->lagging */
+        List readable_link;     /* manager->readable */
 
         /* Routing scratch, see router.c. */
         uint64_t route_gen;
@@ -96,6 +97,9 @@ void peer_protocol_error(Peer *p, const char *reason);
 int peer_deliver(Peer *p, const OutFrame *o, const uint8_t *suffix, size_t suffix_len,
                  bool droppable);
 bool peer_is_full(const Peer *p);
+
+/* Reads and routes what the peer sent, a bounded amount per call. */
+void peer_read(Peer *p);
 
 /* Writes queued output; closes the peer on a broken connection. */
 void peer_flush(Peer *p);
