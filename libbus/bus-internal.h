@@ -47,6 +47,7 @@
 #define CLIENT_TIMEOUT_DEFAULT_USEC (25 * BUS_USEC_PER_SEC)
 #define CLIENT_TIMEOUT_MAX_USEC (3600 * BUS_USEC_PER_SEC)
 #define CLIENT_QUEUE_MAX_BYTES ((size_t) 64 * 1024 * 1024)
+#define CLIENT_BATCH_BYTES ((size_t) 64 * 1024)  /* batching: write once this much is queued */
 #define CLIENT_READ_BATCH 64u        /* frames read per bus_client_process() */
 #define CLIENT_READ_CHUNK (64u * 1024u)
 #define BROKER_NAME "bus"
@@ -227,6 +228,7 @@ struct bus_client {
         uint64_t serial;       /* last one used */
         uint64_t sub_id;       /* last subscription id used */
         size_t shm_threshold;  /* BUS_SHM_AUTO payloads of this size go to shared memory */
+        bool batching;         /* sends only queue, up to CLIENT_BATCH_BYTES */
 
         WireReader reader;
         WireWriter writer;

@@ -170,6 +170,14 @@ int bus_client_process(bus_client *c);
 int bus_client_wait(bus_client *c, uint64_t timeout_usec);
 /* Blocks until all queued output is written. -ENOTCONN, -ECONNRESET. */
 int bus_client_flush(bus_client *c);
+/* Batching (off by default): when on, bus_client_send() and the publish
+ * shorthands only queue, and queued messages are written together by the
+ * next bus_client_process(), bus_client_wait(), bus_client_run(),
+ * bus_client_flush() or call, or as soon as 64 KiB are queued. One write for
+ * many messages is how a fast publisher reaches full speed; the price is
+ * that a message waits for the event loop's next turn. Calls and replies to
+ * them are written at once either way. Returns 0. */
+int bus_client_set_batching(bus_client *c, int batching);
 /* Processes and waits until bus_client_exit() is called from a callback (then
  * returns its code) or the connection is lost (-ECONNRESET). */
 int bus_client_run(bus_client *c);

@@ -130,7 +130,11 @@ int client_queue_message(bus_client *c, bus_message *m) {
                 m->request->replied = true;
                 m->request = bus_message_unref(m->request);
         }
-        (void) client_flush_nonblock(c);
+        /* Batching holds back publishes only: a call or a reply is waited
+         * for by someone. */
+        if (!c->batching || m->kind != BUS_KIND_PUBLISH ||
+            c->writer.queued_bytes >= CLIENT_BATCH_BYTES)
+                (void) client_flush_nonblock(c);
         return 0;
 }
 

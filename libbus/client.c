@@ -123,6 +123,13 @@ _public_ int bus_client_set_shm_threshold(bus_client *c, size_t bytes) {
         return 0;
 }
 
+_public_ int bus_client_set_batching(bus_client *c, int batching) {
+        if (!c)
+                return -EINVAL;
+        c->batching = batching != 0;
+        return 0;
+}
+
 _public_ int bus_client_set_log(bus_client *c, bus_log_fn fn, void *userdata) {
         if (!c)
                 return -EINVAL;

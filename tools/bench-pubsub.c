@@ -150,6 +150,10 @@ static void stream_on_log(int priority, const char *message, void *userdata) {
                 snprintf(s->error, sizeof(s->error), "%s", message);
 }
 
+static bool stream_is_bus(BenchStreamKind kind) {
+        return kind == BENCH_STREAM_BUS || kind == BENCH_STREAM_BUS_BATCHED;
+}
+
 int bench_stream_open(BenchStream *s, BenchStreamKind kind, unsigned n, uint64_t round,
                       const char *address) {
         static unsigned streams;
@@ -161,9 +165,9 @@ int bench_stream_open(BenchStream *s, BenchStreamKind kind, unsigned n, uint64_t
         if (r < 0)
                 return r;
         if (n == 0 || n > BENCH_MAX_RECEIVERS || round == 0 ||
-            (kind != BENCH_STREAM_BUS && n != 1))
+            (!stream_is_bus(kind) && n != 1))
                 return -EINVAL;
-        if (kind != BENCH_STREAM_BUS)
+        if (!stream_is_bus(kind))
                 r = bench_raw_open(&s->group, true, stream_raw_sub, s, &s->fd);
         else
                 for (unsigned i = 0; i < n && r >= 0; i++)
@@ -175,10 +179,12 @@ int bench_stream_open(BenchStream *s, BenchStreamKind kind, unsigned n, uint64_t
                 if (r >= 0 && !(a.flags & BENCH_ACK_READY))
                         r = -EPROTO;
         }
-        if (r >= 0 && kind == BENCH_STREAM_BUS) {
+        if (r >= 0 && stream_is_bus(kind)) {
                 r = bus_client_open(&s->client, address);
                 if (r >= 0)
                         bus_client_set_log(s->client, stream_on_log, s);
+                if (r >= 0 && kind == BENCH_STREAM_BUS_BATCHED)
+                        r = bus_client_set_batching(s->client, 1);
         }
         return r;
 }
@@ -217,7 +223,7 @@ static int stream_publish(BenchStream *s, uint64_t *sum) {
         unsigned char payload[BENCH_STREAM_PAYLOAD];
         int r;
 
-        if (s->kind != BENCH_STREAM_BUS)
+        if (!stream_is_bus(s->kind))
                 return stream_publish_raw(s, sum);
         for (uint64_t i = 0; i < s->round; i++) {
                 *sum += bench_fill(payload, BENCH_STREAM_PAYLOAD, ++s->seq * 0x9E3779B97F4A7C15u);
@@ -370,10 +376,11 @@ int bench_bus_dropped(bus_client *c, uint64_t *ret) {
 
 /* ---- The scenario. */
 
-enum { PUBSUB_BUSD, PUBSUB_RELAY, PUBSUB_RELAY_UNBATCHED, PUBSUB_N_PATHS };
-static const char *const pubsub_names[PUBSUB_N_PATHS] = { "busd", "relay", "relay_unbatched" };
+enum { PUBSUB_BUSD, PUBSUB_BUSD_BATCHED, PUBSUB_RELAY, PUBSUB_RELAY_UNBATCHED, PUBSUB_N_PATHS };
+static const char *const pubsub_names[PUBSUB_N_PATHS] = { "busd", "busd_batched", "relay",
+                                                          "relay_unbatched" };
 static const BenchStreamKind pubsub_kinds[PUBSUB_N_PATHS] = {
-        BENCH_STREAM_BUS, BENCH_STREAM_RELAY, BENCH_STREAM_RELAY_UNBATCHED,
+        BENCH_STREAM_BUS, BENCH_STREAM_BUS_BATCHED, BENCH_STREAM_RELAY, BENCH_STREAM_RELAY_UNBATCHED,
 };
 
 typedef struct PubsubPath {
@@ -431,10 +438,13 @@ static void pubsub_report(BenchContext *ctx, PubsubPath *path, uint64_t lost, ui
         bench_figure(ctx, (double) dropped, dropped_valid, true, "pubsub.busd_dropped");
         bench_figure(ctx, busd / relay, true, false, "pubsub.busd_vs_relay");
         bench_figure(ctx, busd / unbatched, true, false, "pubsub.busd_vs_relay_unbatched");
+        bench_figure(ctx, path[PUBSUB_BUSD_BATCHED].rate / relay, true, false,
+                     "pubsub.busd_batched_vs_relay");
 
         fprintf(f, "pubsub: 1 publisher -> 1 subscriber, %d B payloads, as fast as the path\n"
                    "takes them, in rounds of %llu messages; the paths take turns.\n"
                    "  busd             bus_client_publish() -> busd -> subscriber's bus_client\n"
+                   "  busd_batched     the same, the publisher with bus_client_set_batching()\n"
                    "  relay            raw frames, 64 KiB a write() -> raw relay -> raw subscriber\n"
                    "  relay_unbatched  the same, one write() per frame\n\n",
                 BENCH_STREAM_PAYLOAD, (unsigned long long) path[0].stream.round);

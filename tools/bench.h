@@ -319,6 +319,7 @@ int bench_write_all(int fd, const void *p, size_t size);
 
 typedef enum BenchStreamKind {
         BENCH_STREAM_BUS,   /* bus_client_publish() through busd */
+        BENCH_STREAM_BUS_BATCHED, /* the same with bus_client_set_batching() */
         BENCH_STREAM_RELAY, /* raw frames, 64 KiB a write(), through the raw relay */
         BENCH_STREAM_RELAY_UNBATCHED, /* the same, one write() per frame */
 } BenchStreamKind;
