@@ -9,6 +9,7 @@
  * Its exit is watched on a pidfd, so a busd that fails to start is noticed at
  * once, not after the timeout. It dies with the bench (PR_SET_PDEATHSIG).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -225,9 +226,7 @@ static int wait_ready(BenchBusd *b) {
         }
 }
 
-int bench_busd_start(BenchBusd *b, const char *binary, const char *const *extra_args) {
-        const char *argv[32];
-        size_t n = 0;
+int bench_busd_prepare(BenchBusd *b, const char *binary) {
         int r;
 
         *b = (BenchBusd){ .pid = -1, .pidfd = -1, .notify_fd = -1, .binary = binary };
@@ -235,6 +234,7 @@ int bench_busd_start(BenchBusd *b, const char *binary, const char *const *extra_
         if (r < 0) {
                 fprintf(stderr, "busd-bench: cannot create a temporary directory: %s\n",
                         strerror(-r));
+                b->dir[0] = '\0';
                 return r;
         }
         r = bind_notify(b);
@@ -243,13 +243,11 @@ int bench_busd_start(BenchBusd *b, const char *binary, const char *const *extra_
                 bench_busd_stop(b);
                 return r;
         }
+        return 0;
+}
 
-        argv[n++] = binary;
-        argv[n++] = "--address";
-        argv[n++] = b->address;
-        for (size_t i = 0; extra_args && extra_args[i] && n < 31; i++)
-                argv[n++] = extra_args[i];
-        argv[n] = NULL;
+int bench_busd_exec(BenchBusd *b, const char *const *argv) {
+        int r;
 
         b->pid = spawn(b, argv);
         if (b->pid < 0) {
@@ -263,12 +261,29 @@ int bench_busd_start(BenchBusd *b, const char *binary, const char *const *extra_
 #endif
         r = wait_ready(b);
         if (r < 0) {
-                fprintf(stderr, "busd-bench: %s did not become ready: %s\n", binary,
+                fprintf(stderr, "busd-bench: %s did not become ready: %s\n", b->binary,
                         r == -ESRCH ? "it exited" : strerror(-r));
-                bench_busd_stop(b);
+                bench_busd_stop(b); /* shows busd's log */
                 return r;
         }
         return 0;
+}
+
+int bench_busd_start(BenchBusd *b, const char *binary, const char *const *extra_args) {
+        const char *argv[32];
+        size_t n = 0;
+        int r;
+
+        r = bench_busd_prepare(b, binary);
+        if (r < 0)
+                return r;
+        argv[n++] = binary;
+        argv[n++] = "--address";
+        argv[n++] = b->address;
+        for (size_t i = 0; extra_args && extra_args[i] && n < 31; i++)
+                argv[n++] = extra_args[i];
+        argv[n] = NULL;
+        return bench_busd_exec(b, argv);
 }
 
 void bench_busd_stop(BenchBusd *b) {
@@ -279,7 +294,8 @@ void bench_busd_stop(BenchBusd *b) {
                 if (b->pidfd >= 0) {
                         struct pollfd p = { .fd = b->pidfd, .events = POLLIN };
 
-                        if (poll(&p, 1, BUSD_STOP_TIMEOUT_MS) <= 0)
+                        if (poll(&p, 1, b->stop_timeout_ms > 0 ? b->stop_timeout_ms
+                                                                : BUSD_STOP_TIMEOUT_MS) <= 0)
                                 kill(b->pid, SIGKILL);
                 }
                 if (waitpid(b->pid, &status, 0) == b->pid &&
@@ -297,9 +313,15 @@ void bench_busd_stop(BenchBusd *b) {
                 close(b->notify_fd);
         b->pidfd = b->notify_fd = -1;
         if (b->dir[0]) {
-                unlink(b->address);
-                unlink(b->notify_path);
-                unlink(b->log_path);
+                /* The socket, the log, and whatever a wrapper wrote there. */
+                DIR *d = opendir(b->dir);
+                struct dirent *de;
+
+                while (d && (de = readdir(d)))
+                        if (de->d_name[0] != '.')
+                                (void) unlinkat(dirfd(d), de->d_name, 0);
+                if (d)
+                        closedir(d);
                 rmdir(b->dir);
                 b->dir[0] = '\0';
         }

@@ -24,7 +24,6 @@
  * Without valgrind (or the script) the figures are null and the table says
  * why; that is not a failure.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -36,8 +35,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,22 +54,13 @@
 #define CPU_TARGET_PUBLISH 2000
 #define CPU_TARGET_CALL 4000
 
-typedef struct CpuBusd {
-        pid_t pid;
-        int pidfd;
-        int notify_fd;
-        char dir[100];
-        char address[108];
-        char notify_path[108];
-        char log_path[128];
-        char out_path[128]; /* callgrind's dumps: out_path.1, .2, ... */
-} CpuBusd;
 
 typedef struct Cpu {
         BenchContext *ctx;
         unsigned count;
         const char *script;
-        CpuBusd busd;
+        BenchBusd busd;
+        char out_path[128]; /* callgrind's dumps: out_path.1, .2, ... */
         char why[512]; /* why nothing was measured */
 } Cpu;
 
@@ -237,141 +225,21 @@ static int run_script(Cpu *cpu, const char *const *args, char *out, size_t size)
 
 /* ---- busd under callgrind. */
 
-static int make_dir(CpuBusd *b) {
-        const char *tmp = getenv("TMPDIR");
-
-        if (!tmp || !*tmp || strlen(tmp) + strlen("/busd-bench-cpu.XXXXXX") >= sizeof(b->dir))
-                tmp = "/tmp";
-        snprintf(b->dir, sizeof(b->dir), "%s/busd-bench-cpu.XXXXXX", tmp);
-        if (!mkdtemp(b->dir)) {
-                b->dir[0] = '\0';
-                return -errno;
-        }
-        snprintf(b->address, sizeof(b->address), "%s/bus", b->dir);
-        snprintf(b->notify_path, sizeof(b->notify_path), "%s/notify", b->dir);
-        snprintf(b->log_path, sizeof(b->log_path), "%s/busd.log", b->dir);
-        snprintf(b->out_path, sizeof(b->out_path), "%s/callgrind.out", b->dir);
-        return 0;
-}
-
-/* READY=1 on the notification socket: 1, 0 not yet, negative errno. */
-static int read_notify(CpuBusd *b) {
-        char buf[4096];
-        ssize_t n;
-
-        while ((n = recv(b->notify_fd, buf, sizeof(buf) - 1, 0)) >= 0) {
-                buf[n] = '\0';
-                for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
-                        if (strcmp(line, "READY=1") == 0)
-                                return 1;
-        }
-        return errno == EAGAIN ? 0 : -errno;
-}
-
-static int wait_ready(CpuBusd *b) {
-        double deadline = bench_now() + CPU_READY_TIMEOUT_MS / 1000.0;
+static int cpu_busd_start(Cpu *cpu, const char *busd) {
+        BenchBusd *b = &cpu->busd;
+        const char *argv[] = {
+                cpu->script, "start",   "-o",          cpu->out_path, busd,
+                "--address", b->address, "--log-level", "warning",     NULL,
+        };
         int r;
 
-        for (;;) {
-                struct pollfd p[2] = {
-                        { .fd = b->notify_fd, .events = POLLIN },
-                        { .fd = b->pidfd, .events = POLLIN },
-                };
-                double left = deadline - bench_now();
-
-                if (left <= 0)
-                        return -ETIMEDOUT;
-                if (poll(p, b->pidfd >= 0 ? 2 : 1, (int) (left * 1000) + 1) < 0 && errno != EINTR)
-                        return -errno;
-                r = read_notify(b);
-                if (r != 0)
-                        return r < 0 ? r : 0;
-                if (b->pidfd >= 0 && p[1].revents)
-                        return -ESRCH;
-        }
-}
-
-static void dump_log(const CpuBusd *b) {
-        char line[512];
-        FILE *f;
-
-        f = fopen(b->log_path, "re");
-        if (!f)
-                return;
-        while (fgets(line, sizeof(line), f))
-                fprintf(stderr, "busd: %s", line);
-        fclose(f);
-}
-
-static void cpu_busd_stop(CpuBusd *b) {
-        struct dirent *de;
-        DIR *d;
-
-        if (b->pid > 0) {
-                kill(b->pid, SIGTERM);
-                if (b->pidfd >= 0) {
-                        struct pollfd p = { .fd = b->pidfd, .events = POLLIN };
-
-                        if (poll(&p, 1, CPU_STOP_TIMEOUT_MS) <= 0)
-                                kill(b->pid, SIGKILL);
-                }
-                (void) waitpid(b->pid, NULL, 0);
-                b->pid = -1;
-        }
-        if (b->pidfd >= 0)
-                close(b->pidfd);
-        if (b->notify_fd >= 0)
-                close(b->notify_fd);
-        b->pidfd = b->notify_fd = -1;
-        if (!b->dir[0])
-                return;
-        /* the socket, the log and callgrind's dumps */
-        d = opendir(b->dir);
-        while (d && (de = readdir(d)))
-                if (de->d_name[0] != '.')
-                        (void) unlinkat(dirfd(d), de->d_name, 0);
-        if (d)
-                closedir(d);
-        rmdir(b->dir);
-        b->dir[0] = '\0';
-}
-
-static int cpu_busd_start(Cpu *cpu, const char *busd) {
-        CpuBusd *b = &cpu->busd;
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        const char *argv[] = {
-                cpu->script, "start",   "-o",          b->out_path, busd,
-                "--address", b->address, "--log-level", "warning",   NULL,
-        };
-        int log_fd, r;
-
-        *b = (CpuBusd){ .pid = -1, .pidfd = -1, .notify_fd = -1 };
-        r = make_dir(b);
+        r = bench_busd_prepare(b, busd);
         if (r < 0)
                 return r;
-        b->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (b->notify_fd < 0)
-                return -errno;
-        strcpy(sa.sun_path, b->notify_path);
-        if (bind(b->notify_fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
-                return -errno;
-        log_fd = open(b->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (log_fd < 0)
-                return -errno;
-        b->pid = spawn_script(argv, -1, log_fd, b->notify_path);
-        close(log_fd);
-        if (b->pid < 0)
-                return b->pid;
-#ifdef SYS_pidfd_open
-        b->pidfd = (int) syscall(SYS_pidfd_open, b->pid, 0);
-#endif
-        r = wait_ready(b);
-        if (r < 0) {
-                fprintf(stderr, "busd-bench: cpu: busd under callgrind did not become ready: %s\n",
-                        r == -ESRCH ? "it exited" : strerror(-r));
-                dump_log(b);
-        }
-        return r;
+        /* callgrind's own pace: stopping it writes its last dump. */
+        b->stop_timeout_ms = CPU_STOP_TIMEOUT_MS;
+        snprintf(cpu->out_path, sizeof(cpu->out_path), "%s/callgrind.out", b->dir);
+        return bench_busd_exec(b, argv);
 }
 
 /* ---- Workloads. */
@@ -657,7 +525,7 @@ static int cpu_run(BenchContext *ctx) {
         }
 finish:
         bench_progress(ctx, NULL);
-        cpu_busd_stop(&cpu.busd);
+        bench_busd_stop(&cpu.busd);
         cpu_report(&cpu, publish, call);
         return 0;
 }

@@ -229,6 +229,7 @@ typedef struct BenchBusd {
         char notify_path[108];
         char log_path[128];
         const char *binary;
+        int stop_timeout_ms; /* before SIGKILL; 0 for the default 5 s */
 } BenchBusd;
 
 /* Finds busd: explicit (--busd), $BUSD_BINARY, ../busd/busd from the
@@ -239,6 +240,13 @@ const char *bench_busd_binary(const char *explicit_path, char *buf, size_t size)
  * temporary directory and waits for READY=1. On failure prints why (with
  * busd's log) and cleans up. */
 int bench_busd_start(BenchBusd *b, const char *binary, const char *const *extra_args);
+/* The steps of bench_busd_start(), for a busd run under a wrapper (the cpu
+ * scenario's callgrind): prepare() makes the directory (b->address,
+ * b->notify_path, b->log_path) and the notify socket; exec() runs argv with
+ * the log as output and NOTIFY_SOCKET set, and waits for READY=1. Both print
+ * why on failure and clean up; binary names busd in messages. */
+int bench_busd_prepare(BenchBusd *b, const char *binary);
+int bench_busd_exec(BenchBusd *b, const char *const *argv);
 /* SIGTERM, reap (SIGKILL after 5 s), remove the directory. Safe to repeat. */
 void bench_busd_stop(BenchBusd *b);
 /* VmRSS or VmHWM ("VmRSS", "VmHWM") of a process, in bytes. */
