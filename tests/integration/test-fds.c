@@ -98,43 +98,6 @@ static bool write_all(int fd, const void *data, size_t len) {
         return true;
 }
 
-/* Reads up to cap bytes until end-of-file. Returns the bytes read, or
- * -ETIMEDOUT (no EOF in time), -ENOBUFS (more than cap), -errno. */
-static ssize_t read_to_eof(int fd, void *buf, size_t cap, int timeout_ms) {
-        int64_t deadline = mono_ms() + timeout_ms;
-        size_t got = 0;
-
-        for (;;) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                int64_t left = deadline - mono_ms();
-                uint8_t scratch[1];
-                ssize_t n;
-
-                if (left <= 0)
-                        return -ETIMEDOUT;
-                if (poll(&p, 1, (int) left) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (p.revents == 0)
-                        continue;
-                if (got < cap)
-                        n = read(fd, (uint8_t *) buf + got, cap - got);
-                else
-                        n = read(fd, scratch, sizeof(scratch));
-                if (n == 0)
-                        return (ssize_t) got;
-                if (n < 0) {
-                        if (errno == EINTR || errno == EAGAIN)
-                                continue;
-                        return -errno;
-                }
-                if (got >= cap)
-                        return -ENOBUFS;
-                got += (size_t) n;
-        }
-}
 
 
 /* Whether a pipe's read end has neither data nor EOF right now: someone
@@ -410,7 +373,7 @@ static int pipe_publisher_main(void *arg) {
         child_check(failures, bus_client_flush(c) >= 0);
         close(p[1]);
         p[1] = -1;
-        n = read_to_eof(p[0], got, sizeof(got) - 1, WAIT_MS);
+        n = test_read_to_eof(p[0], got, sizeof(got) - 1, WAIT_MS);
         child_check(failures, n == (ssize_t) strlen(expected));
         if (n >= 0) {
                 got[n] = '\0';
@@ -610,7 +573,7 @@ static void test_fd_on_request_and_reply(void) {
         reply = NULL;
         bus_message_unref(m);
         m = NULL;
-        n = read_to_eof(p[0], buf, sizeof(buf), WAIT_MS);
+        n = test_read_to_eof(p[0], buf, sizeof(buf), WAIT_MS);
         if (tap_check_int(n, strlen(WRITE_INTO_TEXT)))
                 tap_check(memcmp(buf, WRITE_INTO_TEXT, (size_t) n) == 0);
         close_pair(p);
@@ -630,7 +593,7 @@ static void test_fd_on_request_and_reply(void) {
                 reply = NULL;
                 if (fd >= 0) {
                         tap_check(is_fifo(fd));
-                        n = read_to_eof(fd, buf, sizeof(buf), WAIT_MS);
+                        n = test_read_to_eof(fd, buf, sizeof(buf), WAIT_MS);
                         if (tap_check_int(n, strlen(GIVE_PIPE_TEXT)))
                                 tap_check(memcmp(buf, GIVE_PIPE_TEXT, (size_t) n) == 0);
                         close(fd);
@@ -716,7 +679,7 @@ static void test_socket_both_ways(void) {
                 tap_check(write_all(sv[0], PONG_TEXT, strlen(PONG_TEXT)));
                 /* End of file once the child closed its end, and nobody
                  * else (libbus, the broker) still holds one. */
-                n = read_to_eof(sv[0], got, sizeof(got), WAIT_MS);
+                n = test_read_to_eof(sv[0], got, sizeof(got), WAIT_MS);
                 tap_check_int(n, 0);
         }
         tap_check_int(child_finish(&sub), 0);
@@ -842,7 +805,7 @@ static void test_several_fds(void) {
         }
         for (unsigned i = 0; i < SEVERAL_N; i++) {
                 several_text(expected, sizeof(expected), i);
-                n = read_to_eof(p[i][0], got, sizeof(got), WAIT_MS);
+                n = test_read_to_eof(p[i][0], got, sizeof(got), WAIT_MS);
                 if (!tap_check_int(n, strlen(expected)) ||
                     !tap_check(memcmp(got, expected, (size_t) n) == 0))
                         tap_diag("pipe %u: read %.*s, expected %s", i, (int) (n > 0 ? n : 0), got,
@@ -935,7 +898,7 @@ static void test_fan_out(void) {
                 close(p[k][1]);
                 p[k][1] = -1;
                 /* EOF: every copy of the write end is closed. */
-                n = read_to_eof(p[k][0], rec, sizeof(rec), WAIT_MS);
+                n = test_read_to_eof(p[k][0], rec, sizeof(rec), WAIT_MS);
                 if (!tap_check(n >= 0 && n % (ssize_t) sizeof(FanRecord) == 0)) {
                         tap_diag("message %u: reading its pipe: %zd", k, n);
                         continue;
@@ -1031,7 +994,7 @@ static void test_retained_fd(void) {
         /* An empty retained publish deletes it: the broker lets go. */
         tap_check(bus_client_publish(c, RETAINED_TOPIC, NULL, 0, BUS_PUBLISH_RETAIN) >= 0);
         tap_check(ping(c));
-        tap_check_int(read_to_eof(p[0], got, sizeof(got), WAIT_MS), 0);
+        tap_check_int(test_read_to_eof(p[0], got, sizeof(got), WAIT_MS), 0);
 finish:
         bus_client_unref(c);
         close_pair(p);
@@ -1043,7 +1006,7 @@ finish:
 /* Whether the broker closed the connection (EOF), reading what comes first. */
 static bool raw_closed_by_broker(int fd) {
         char buf[4096];
-        ssize_t n = read_to_eof(fd, buf, sizeof(buf), WAIT_MS);
+        ssize_t n = test_read_to_eof(fd, buf, sizeof(buf), WAIT_MS);
 
         return n >= 0 || n == -ECONNRESET;
 }
@@ -1148,7 +1111,7 @@ static void test_too_many_fds(void) {
         tap_check_int(test_count_fds(busd.pid), base);
         close(p[1]);
         p[1] = -1;
-        tap_check_int(read_to_eof(p[0], buf, sizeof(buf), WAIT_MS), 0);
+        tap_check_int(test_read_to_eof(p[0], buf, sizeof(buf), WAIT_MS), 0);
 finish:
         if (before)
                 bus__get_stats_reply__free_unpacked(before, NULL);
@@ -1260,7 +1223,7 @@ flood_done:
         tap_check_int(test_count_fds(b2.pid), base - 1);
         close(p[1]);
         p[1] = -1;
-        tap_check_int(read_to_eof(p[0], buf, sizeof(buf), WAIT_MS), 0);
+        tap_check_int(test_read_to_eof(p[0], buf, sizeof(buf), WAIT_MS), 0);
 finish:
         if (stuck.pid > 0) {
                 test_signal_post(&stuck.down, 'q');
@@ -1411,7 +1374,7 @@ static void test_no_fd_leak(void) {
         close(p[1]);
         p[1] = -1;
         /* Not one of the 10,250 copies is open anywhere. */
-        tap_check_int(read_to_eof(p[0], buf, sizeof(buf), WAIT_MS), 0);
+        tap_check_int(test_read_to_eof(p[0], buf, sizeof(buf), WAIT_MS), 0);
 finish:
         if (sink.pid > 0) {
                 (void) kill(sink.pid, SIGKILL);

@@ -121,43 +121,6 @@ static uint64_t expected_checksum(size_t size, uint64_t seed) {
 
 /* ---- Plain descriptor I/O with deadlines. */
 
-/* Reads up to cap bytes until end-of-file. Returns the bytes read, or
- * -ETIMEDOUT (no EOF in time), -ENOBUFS (more than cap), -errno. */
-static ssize_t read_to_eof(int fd, void *buf, size_t cap, int timeout_ms) {
-        int64_t deadline = mono_ms() + timeout_ms;
-        size_t got = 0;
-
-        for (;;) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                int64_t left = deadline - mono_ms();
-                uint8_t scratch[1];
-                ssize_t n;
-
-                if (left <= 0)
-                        return -ETIMEDOUT;
-                if (poll(&p, 1, (int) left) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (p.revents == 0)
-                        continue;
-                if (got < cap)
-                        n = read(fd, (uint8_t *) buf + got, cap - got);
-                else
-                        n = read(fd, scratch, sizeof(scratch));
-                if (n == 0)
-                        return (ssize_t) got;
-                if (n < 0) {
-                        if (errno == EINTR || errno == EAGAIN)
-                                continue;
-                        return -errno;
-                }
-                if (got >= cap)
-                        return -ENOBUFS;
-                got += (size_t) n;
-        }
-}
 
 
 /* Memfds a process holds: entries of /proc/PID/fd that link to one. */
@@ -448,7 +411,7 @@ static int child_report(Child *ch, const Record *rec) {
 
 /* Parent side: the child's records, up to EOF (the child has exited). */
 static ssize_t child_records(Child *ch, Record *recs, size_t max) {
-        ssize_t n = read_to_eof(ch->out.fd[0], recs, max * sizeof(Record), WAIT_MS);
+        ssize_t n = test_read_to_eof(ch->out.fd[0], recs, max * sizeof(Record), WAIT_MS);
 
         if (n < 0)
                 return n;
@@ -871,7 +834,7 @@ finish:
         if (p[1] >= 0)
                 close(p[1]);
         if (p[0] >= 0)
-                tap_check_int(read_to_eof(p[0], buf, sizeof(buf), WAIT_MS), 0);
+                tap_check_int(test_read_to_eof(p[0], buf, sizeof(buf), WAIT_MS), 0);
         if (p[0] >= 0)
                 close(p[0]);
 }

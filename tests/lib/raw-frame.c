@@ -52,6 +52,44 @@ int test_read_exact(int fd, void *buf, size_t len, int timeout_ms) {
         return 0;
 }
 
+/* Reads up to cap bytes until end-of-file. Returns the bytes read, or
+ * -ETIMEDOUT (no EOF in time), -ENOBUFS (more than cap), -errno. */
+ssize_t test_read_to_eof(int fd, void *buf, size_t cap, int timeout_ms) {
+        int64_t deadline = mono_ms() + timeout_ms;
+        size_t got = 0;
+
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                int64_t left = deadline - mono_ms();
+                uint8_t scratch[1];
+                ssize_t n;
+
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                if (poll(&p, 1, (int) left) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (p.revents == 0)
+                        continue;
+                if (got < cap)
+                        n = read(fd, (uint8_t *) buf + got, cap - got);
+                else
+                        n = read(fd, scratch, sizeof(scratch));
+                if (n == 0)
+                        return (ssize_t) got;
+                if (n < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        return -errno;
+                }
+                if (got >= cap)
+                        return -ENOBUFS;
+                got += (size_t) n;
+        }
+}
+
 /* Sends one frame whose first byte carries fds as SCM_RIGHTS. */
 bool test_raw_send(int fd, const Bus__Envelope *env, const void *payload, size_t plen,
                      const int *fds, unsigned n_fds) {

@@ -8,12 +8,17 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "proto/bus.pb-c.h"
 
 /* Reads exactly len bytes: 0, -EPIPE (end of file first), -ETIMEDOUT, or
  * another -errno. */
 int test_read_exact(int fd, void *buf, size_t len, int timeout_ms);
+
+/* Reads up to cap bytes until end of file: the bytes read, or -ETIMEDOUT
+ * (no end of file in time), -ENOBUFS (more than cap), another -errno. */
+ssize_t test_read_to_eof(int fd, void *buf, size_t cap, int timeout_ms);
 
 /* Sends one frame (preamble, env, payload), with n_fds descriptors as
  * SCM_RIGHTS on its first byte. The preamble declares n_fds. */
