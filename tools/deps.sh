@@ -13,6 +13,9 @@
 #   build-essential autoconf automake libtool pkg-config   the autotools build
 #   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler the wire schema (protoc + protoc-gen-c)
 #   libsystemd-dev                                          sd-event, sd-daemon in busd
+#   libprotobuf-dev                                         google/protobuf/descriptor.proto (busdctl's reflection)
+#   libjson-c-dev                                           JSON in and out of busdctl
+#   bash-completion                                         where busdctl's completion is installed
 #   systemd                                                 systemd-socket-activate for the tests
 #   valgrind                                                memory checking of tests
 set -euo pipefail
@@ -20,6 +23,7 @@ set -euo pipefail
 PACKAGES=(
         build-essential autoconf automake libtool pkg-config
         libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+        libprotobuf-dev libjson-c-dev bash-completion
         libsystemd-dev systemd valgrind
 )
 
