@@ -2,7 +2,7 @@
 /*
  * Struct definitions shared by the files of libbus (client.c, client-call.c,
  * client-io.c, message.c, message-payload.c, slot.c, error.c, event.c,
- * name-api.c, protobuf.c)
+ * name-api.c, protobuf.c, service.c, service-stub.c, introspect.c, monitor.c)
  * and nothing else: tools and applications see only the opaque handles of
  * <libbus/bus.h>.
  *
@@ -118,6 +118,7 @@ struct bus_message {
         WireFds *fds;          /* descriptors in wire order (the shm memfd last), or NULL */
         uint64_t fds_taken[(WIRE_FDS_MAX + 63) / 64]; /* taken while fds was shared */
         bus_message *request;  /* built REPLY/ERROR: the request it answers (ref) */
+        const ProtobufCMessageDescriptor *payload_desc; /* built: packed by set_protobuf() */
         bus_message *queue_next; /* the client's receive queue */
 };
 
@@ -179,6 +180,7 @@ struct bus_slot {
         bus_client *client;     /* no reference; NULL once unlinked */
         bus_message_handler_t callback;
         void *userdata;
+        void (*destroy)(void *userdata); /* called with userdata when the slot is freed */
         union {
                 struct {
                         MapNode node; /* key: subscription id */
@@ -213,6 +215,7 @@ typedef enum ClientState {
 } ClientState;
 
 typedef struct sd_event_source sd_event_source;
+typedef struct Introspection Introspection;
 
 struct bus_client {
         unsigned n_ref;
@@ -250,9 +253,15 @@ struct bus_client {
         bool exit_requested;
         int exit_code;
 
+        bool monitor;          /* monitor.c: receives copies, sends nothing */
+        bus_message_handler_t monitor_handler;
+        void *monitor_userdata;
+
         sd_event *event;
         sd_event_source *io_source, *time_source;
         int64_t event_priority;
+
+        Introspection *introspection; /* introspect.c; NULL until a type is added */
 };
 
 void client_log(bus_client *c, int priority, const char *format, ...) _printf_(3, 4);
@@ -300,6 +309,20 @@ void client_event_closed(bus_client *c);
 /* name-api.c */
 bus_slot *client_find_method(bus_client *c, const char *destination, const char *method);
 void client_methods_unlink(bus_client *c, bus_slot *s);
+
+/* introspect.c */
+void client_introspect_free(bus_client *c);
+int client_introspect_add_service(bus_client *c, const ProtobufCServiceDescriptor *desc);
+/* Adds the type of a message being sent that set_protobuf() filled. */
+void client_introspect_sent(bus_client *c, bus_message *m);
+/* Answers BUS_METHOD_INTROSPECT. */
+void client_introspect_reply(bus_client *c, bus_message *request);
+
+/* service.c: the service bound by a method slot, or NULL if it binds none. */
+const ProtobufCServiceDescriptor *service_slot_descriptor(bus_slot *s);
+
+/* monitor.c: dispatches every received message of a monitor. */
+void client_monitor_dispatch(bus_client *c, bus_message *m);
 
 /* protobuf.c */
 int client_call_broker(bus_client *c, const char *method, const ProtobufCMessage *request,

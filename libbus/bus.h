@@ -485,6 +485,143 @@ int bus_client_reply_protobuf(bus_client *c, bus_message *request, const Protobu
 int bus_client_reply_error(bus_client *c, bus_message *request, const char *name,
                            const char *format, ...) __attribute__((format(printf, 4, 5)));
 
+/* ---- Typed services (protobuf-c).
+ *
+ * A protoc-c generated service (ProtobufCService, from a .proto "service"
+ * block) can be served on a bus name and called through a stub; each rpc is a
+ * method whose name is the rpc's ("Add"), whose request payload is the rpc's
+ * input message and whose reply is its output message. */
+
+typedef struct ProtobufCService ProtobufCService;
+typedef struct ProtobufCServiceDescriptor ProtobufCServiceDescriptor;
+
+/* Serves service on name (one of this connection's well-known names, or NULL
+ * for requests to any of them and to the unique id): a request for one of its
+ * methods is unpacked with the rpc's input type and passed to
+ * service->invoke(); the output message given to the closure is packed as
+ * the reply. The closure may be called later, after invoke() returned, but
+ * must be called exactly once, or bus_service_return_error() instead:
+ * calling it with NULL answers bus.Error.Failed. The input message lives
+ * until invoke() returns. A request whose payload does not decode is answered
+ * with bus.Error.InvalidArgs, and an unknown method with
+ * bus.Error.UnknownMethod, without calling the service. The binding is a
+ * method handler for (name, any method), so a handler added with
+ * bus_client_add_method() for one method wins over it. Until a call is
+ * completed it holds a reference on c: a call never completed keeps the
+ * client alive. A request sent with no-reply is served all the same, and
+ * completing it sends nothing. The service's types are added to what the
+ * connection answers to introspection (see bus_client_add_type()).
+ * Unreffing the slot unbinds it (calls in progress still complete); the
+ * service must outlive the binding. -EINVAL bad name or not a service
+ * descriptor, -EEXIST a service is already bound on this name (NULL
+ * counting as a name of its own). */
+int bus_client_bind_service(bus_client *c, bus_slot **ret_slot, const char *name,
+                            ProtobufCService *service);
+/* From a service method's implementation, given the closure_data that
+ * invoke() received: the request being served (borrowed; for the sender's
+ * identity and descriptors), or NULL if closure_data is not libbus's. */
+bus_message *bus_service_get_request(void *closure_data);
+/* Instead of calling the closure: answers the request with an error
+ * (a dotted name, e.g. "org.example.Calc.Error.DivByZero", and a printf
+ * message). Completes the call like the closure does, and returns what
+ * sending the answer returned. -EINVAL for a bad name or a closure_data that
+ * is not libbus's: the call then stays pending. */
+int bus_service_return_error(void *closure_data, const char *name, const char *format, ...)
+        __attribute__((format(printf, 3, 4)));
+
+#define BUS_STUB_ASYNC (UINT64_C(1) << 0)
+
+/* A client stub: a ProtobufCService whose methods call destination's methods
+ * over the bus, for protoc-c's generated client functions
+ * (example__calc__add(stub, &request, closure, closure_data)). By default a
+ * call blocks until the answer and runs the closure before returning; with
+ * BUS_STUB_ASYNC the closure runs later, from bus_client_process() (or at
+ * once, with NULL, when the request cannot be sent). The closure gets the
+ * reply message (valid only during the closure), or NULL when the call
+ * failed: bus_service_stub_get_error() then tells why. The stub holds a
+ * reference on c. Free it with protobuf_c_service_destroy(stub), also from
+ * a closure; asynchronous calls still in flight are then cancelled and
+ * their closures run at once with NULL (error -ECANCELED), so each closure
+ * still runs exactly once. -EINVAL bad destination, descriptor or flags. */
+int bus_client_new_service_stub(bus_client *c, const char *destination,
+                                const ProtobufCServiceDescriptor *descriptor, uint64_t flags,
+                                ProtobufCService **ret);
+/* How the stub's most recently completed call ended: 0 if it succeeded
+ * (*ret untouched); else its errno (as bus_error_to_errno() gives for the
+ * error's name, -EREMOTEIO for an application's own; -EBADMSG for a reply
+ * that does not decode; -ECANCELED when destroying the stub cancelled it)
+ * and, if ret is not NULL, a copy of the error in *ret. -EINVAL if stub is
+ * not one of libbus's. */
+int bus_service_stub_get_error(ProtobufCService *stub, bus_error *ret);
+
+/* ---- Introspection.
+ *
+ * Every connection answers the method BUS_METHOD_INTROSPECT (on its unique id
+ * and each of its names) with a bus.IntrospectReply (proto/bus.proto): the
+ * protobuf services bound with bus_client_bind_service() on the name asked
+ * (or on any), the payload types it publishes with their topics, and a
+ * google.protobuf.FileDescriptorSet describing all of them, built from the
+ * protoc-c descriptors, so tools such as busdctl can decode its messages and
+ * call its methods. Types are added by binding a service, by
+ * bus_client_add_type(), and by sending (bus_client_send() and the publish
+ * and reply shorthands on top of it) a message filled with
+ * bus_message_set_protobuf(): a publish records its topic with the type,
+ * for the first 256 topics. Types stay once added, also after unbinding. A
+ * fresh connection answers with an empty reply. This answer is built in: a
+ * handler added with bus_client_add_method() for exactly this method
+ * replaces it, handlers for any method and bound services do not. The
+ * broker answers it too, for "bus". */
+#define BUS_METHOD_INTROSPECT "bus.Introspect"
+
+/* Announces that messages of type desc are published on topics matching
+ * pattern (NULL: no particular topic). Adding one twice is not an error.
+ * -EINVAL bad pattern or not a message descriptor. */
+int bus_client_add_type(bus_client *c, const char *pattern, const ProtobufCMessageDescriptor *desc);
+
+/* ---- Monitoring.
+ *
+ * A monitor receives a copy of the bus's traffic: publishes, requests,
+ * replies, errors and broker events, each with the broker's stamps. Only
+ * root and the broker's own user may monitor. A monitor may send nothing
+ * more: the broker drops its names and subscriptions (and libbus its
+ * subscription slots), its pending calls fail with bus.Error.Disconnected
+ * (dispatched by bus_client_process()), and every later send, call,
+ * subscribe, name request, reply or bus_client_flush() fails with -EPERM.
+ * Every message it receives goes to the monitor handler, never to
+ * subscriptions, method handlers or calls; a copy carries the original's
+ * envelope (sender, kind, topic, destination, serials...) and payload, but
+ * none of its descriptors, except a shared-memory payload, which reads as
+ * usual. */
+
+/* Makes this connection a monitor; blocks for the broker's answer. Filters
+ * (each a NULL-terminated array, or NULL for none): topics, topic patterns
+ * a PUBLISH must match; names, unique ids, well-known names or "bus" (the
+ * broker) that a message must come from or go to (a well-known name matches
+ * a request sent to it and any message from or to the connection owning it
+ * at the time; for a publish, "to" means any connection it was routed to);
+ * kinds, a 0-terminated array of BUS_KIND_* to copy (NULL: all). With
+ * neither topics nor names every message (of the kinds) is copied;
+ * otherwise one that matches a topic or a name. Each copy goes to handler.
+ * -EACCES not allowed, -EINVAL bad filter, -EBUSY already a monitor,
+ * -ETIMEDOUT, -ECONNRESET. */
+int bus_client_become_monitor(bus_client *c, const char *const *topics,
+                              const char *const *names, const int *kinds,
+                              bus_message_handler_t handler, void *userdata);
+/* 1 for a monitor copy, 0 for anything else. -EINVAL for NULL. */
+int bus_message_is_monitor_copy(bus_message *m);
+/* Monitor copies: when the broker routed the original (CLOCK_REALTIME, ns);
+ * 0 for other messages. */
+uint64_t bus_message_get_timestamp(bus_message *m);
+/* Monitor copies of a REQUEST, REPLY or ERROR: unique id of the connection it
+ * went to ("bus" for the broker; NULL for a request nobody had the name
+ * of), else NULL. */
+const char *bus_message_get_monitor_receiver(bus_message *m);
+/* Monitor copies of a PUBLISH: how many subscriptions it was delivered to. */
+unsigned bus_message_get_monitor_receivers(bus_message *m);
+/* Monitor copies: descriptors the original carried (they are not
+ * forwarded; a shared-memory payload is, and is not counted). */
+unsigned bus_message_get_monitor_n_fds(bus_message *m);
+
 /* ---- Slots: registrations (subscriptions, method handlers, async calls). */
 
 bus_slot *bus_slot_ref(bus_slot *s);

@@ -85,6 +85,7 @@ static void client_free(bus_client *c) {
                 slot_disconnect(c->methods_first);
         rqueue_flush(c);
         client_close(c);
+        client_introspect_free(c);
         u64map_done(&c->pending);
         u64map_done(&c->subs);
         free(c->heap);
@@ -311,7 +312,7 @@ _public_ int bus_client_open(bus_client **ret, const char *address) {
 int client_check_sending(bus_client *c) {
         switch (c->state) {
         case CLIENT_RUNNING:
-                return 0;
+                return c->monitor ? -EPERM : 0;
         case CLIENT_UNCONNECTED:
         case CLIENT_HELLO:
                 return -ENOTCONN;
@@ -335,6 +336,8 @@ _public_ int bus_client_send(bus_client *c, bus_message *m, uint64_t *ret_serial
         r = client_queue_message(c, m);
         if (r < 0)
                 return r;
+        if (m->payload_desc)
+                client_introspect_sent(c, m);
         if (ret_serial)
                 *ret_serial = m->env->serial;
         return 0;
@@ -488,6 +491,11 @@ static void dispatch_request(bus_client *c, bus_message *m) {
         int r;
 
         s = client_find_method(c, m->env->destination, m->env->method);
+        /* Built in, unless a handler was registered for this very method. */
+        if ((!s || !s->method.method) && streq(m->env->method, BUS_METHOD_INTROSPECT)) {
+                client_introspect_reply(c, m);
+                return;
+        }
         if (!s) {
                 client_log(c, LOG_DEBUG, "no handler for %s.%s from %s", m->env->destination,
                            m->env->method, m->env->sender);
@@ -508,6 +516,10 @@ static void dispatch_request(bus_client *c, bus_message *m) {
 }
 
 void client_dispatch(bus_client *c, bus_message *m) {
+        if (c->monitor) {
+                client_monitor_dispatch(c, m);
+                return;
+        }
         switch (m->kind) {
         case BUS_KIND_REPLY:
         case BUS_KIND_ERROR:

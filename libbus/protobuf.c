@@ -38,7 +38,12 @@ _public_ int bus_message_set_protobuf(bus_message *m, const ProtobufCMessage *pb
                 return r;
         if (size > 0)
                 (void) protobuf_c_message_pack(pb, p);
-        return bus_message_set_payload_type(m, pb->descriptor->name);
+        r = bus_message_set_payload_type(m, pb->descriptor->name);
+        if (r < 0)
+                return r;
+        /* Sending it adds the type to what the connection introspects as. */
+        m->payload_desc = pb->descriptor;
+        return 0;
 }
 
 _public_ int bus_message_read_protobuf(bus_message *m, const ProtobufCMessageDescriptor *desc,

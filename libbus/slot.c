@@ -67,6 +67,8 @@ void slot_disconnect(bus_slot *s) {
 
 static void slot_free(bus_slot *s) {
         slot_unlink(s);
+        if (s->destroy)
+                s->destroy(s->userdata);
         if (s->type == SLOT_METHOD) {
                 free(s->method.name);
                 free(s->method.method);
