@@ -15,11 +15,13 @@
 #include "busd/hashmap.h"
 #include "busd/log.h"
 #include "busd/match.h"
+#include "busd/monitor.h"
 #include "busd/name.h"
 #include "busd/peer.h"
 #include "busd/pending.h"
 #include "busd/retained.h"
 #include "busd/router.h"
+#include "libbus/descriptor-set.h"
 #include "libbus/topic.h"
 
 #define DESCRIPTION_MAX 128
@@ -291,6 +293,7 @@ static void method_list_peers(Peer *p, const EnvelopeView *env, const ProtobufCM
                 info->client_name = q->description ? q->description : (char *) "";
                 info->subscriptions = (uint32_t) hashmap_size(q->subscriptions);
                 info->connected_usec = q->connected_realtime_usec;
+                info->monitor = q->monitor != NULL;
                 name_client_foreach_owned(&q->names, owned_name_add, &owned);
                 info->names = owned.names + first;
                 info->n_names = owned.n - first;
@@ -449,6 +452,109 @@ static void method_get_stats(Peer *p, const EnvelopeView *env, const ProtobufCMe
         rep.dropped = m->stats.dropped;
         rep.protocol_errors = m->stats.protocol_errors;
         rep.peers_total = m->stats.peers_total;
+        rep.monitors = m->n_monitors;
+        rep.monitor_copies = m->stats.monitor_copies;
+        rep.monitor_dropped = m->stats.monitor_dropped;
+        reply(p, env, &rep.base);
+}
+
+/* ---- Monitoring. */
+
+static bool may_monitor(const Peer *p) {
+        return p->ucred.uid == 0 || p->ucred.uid == geteuid();
+}
+
+static void method_become_monitor(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
+        const Bus__BecomeMonitorRequest *req = (const Bus__BecomeMonitorRequest *) msg;
+        Bus__BecomeMonitorReply rep = BUS__BECOME_MONITOR_REPLY__INIT;
+        _cleanup_(monitor_freep) Monitor *mon = NULL;
+        int r;
+
+        if (!may_monitor(p)) {
+                log_warning("peer %s (pid %d, uid %u) may not monitor the bus", p->unique_id,
+                            (int) p->ucred.pid, (unsigned) p->ucred.uid);
+                reply_error(p, env, "bus.Error.AccessDenied",
+                            "only root and uid %u may monitor the bus", (unsigned) geteuid());
+                return;
+        }
+        r = monitor_new(p, req, &mon);
+        if (r < 0) {
+                reply_error(p, env, "bus.Error.LimitsExceeded", "out of memory");
+                return;
+        }
+        if (r > 0) {
+                reply_error(p, env, "bus.Error.InvalidArgs", "%s", monitor_strerror(r));
+                return;
+        }
+        /* As in D-Bus: a monitor takes no part in the traffic it watches. */
+        router_peer_drop_registrations(p);
+        /* The reply goes out before the peer is a monitor, so it is not
+         * copied to itself, and every copy follows it. */
+        reply(p, env, &rep.base);
+        monitor_attach(TAKE_PTR(mon));
+        log_info("peer %s (pid %d, uid %u, \"%s\") is now a monitor", p->unique_id,
+                 (int) p->ucred.pid, (unsigned) p->ucred.uid, p->description ? p->description : "");
+}
+
+/* ---- Introspection. */
+
+/* The events the broker publishes, and their payload types. */
+static const struct {
+        const char *pattern;
+        const ProtobufCMessageDescriptor *type;
+} event_types[] = {
+        { "bus.peer.connected", &bus__peer_event__descriptor },
+        { "bus.peer.disconnected", &bus__peer_event__descriptor },
+        { "bus.peer.lagging", &bus__peer_lagging__descriptor },
+        { "bus.name.>", &bus__name_owner_changed__descriptor },
+};
+
+/* The broker's types never change: their descriptor set is packed on the
+ * first request and kept. */
+static int introspection_pack(Manager *m) {
+        DescriptorSet *set = NULL;
+        int r;
+
+        if (m->introspection)
+                return 0;
+        r = descriptor_set_new(&set);
+        if (r < 0)
+                return r;
+        r = descriptor_set_add_service(set, &bus__bus__descriptor);
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(event_types); i++)
+                r = descriptor_set_add_message(set, event_types[i].type);
+        if (r >= 0)
+                r = descriptor_set_pack(set, &m->introspection, &m->introspection_size);
+        descriptor_set_free(set);
+        return r < 0 ? r : 0;
+}
+
+static void method_introspect(Peer *p, const EnvelopeView *env, const ProtobufCMessage *msg) {
+        Bus__IntrospectReply rep = BUS__INTROSPECT_REPLY__INIT;
+        Bus__TopicType types[ELEMENTSOF(event_types)];
+        Bus__TopicType *type_ptrs[ELEMENTSOF(event_types)];
+        char *services[] = { (char *) bus__bus__descriptor.name };
+        Manager *m = p->manager;
+        int r;
+
+        r = introspection_pack(m);
+        if (r < 0) {
+                reply_error(p, env, "bus.Error.LimitsExceeded",
+                            "cannot describe the broker's types: %s", strerror(-r));
+                return;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(event_types); i++) {
+                bus__topic_type__init(&types[i]);
+                types[i].pattern = (char *) event_types[i].pattern;
+                types[i].type = (char *) event_types[i].type->name;
+                type_ptrs[i] = &types[i];
+        }
+        rep.services = services;
+        rep.n_services = ELEMENTSOF(services);
+        rep.topic_types = type_ptrs;
+        rep.n_topic_types = ELEMENTSOF(type_ptrs);
+        rep.file_descriptor_set.data = m->introspection;
+        rep.file_descriptor_set.len = m->introspection_size;
         reply(p, env, &rep.base);
 }
 
@@ -472,6 +578,8 @@ static const struct {
           method_list_subscriptions },
         { "Ping", &bus__ping_request__descriptor, method_ping },
         { "GetStats", &bus__get_stats_request__descriptor, method_get_stats },
+        { "BecomeMonitor", &bus__become_monitor_request__descriptor, method_become_monitor },
+        { "bus.Introspect", &bus__introspect_request__descriptor, method_introspect },
 };
 
 void driver_handle(Peer *p, const EnvelopeView *env, const WireFrame *f) {

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The broker's own service, "bus": Hello, names, subscriptions, listings and
- * stats. Each method unpacks its <Method>Request payload, acts, and replies
- * with <Method>Reply (proto/bus.proto) or an error, synchronously.
+ * The broker's own service, "bus": Hello, names, subscriptions, listings,
+ * stats, monitoring (BecomeMonitor) and its own introspection
+ * (bus.Introspect). Each method unpacks its <Method>Request payload, acts,
+ * and replies with <Method>Reply (proto/bus.proto) or an error,
+ * synchronously.
  */
 #pragma once
 

@@ -33,7 +33,13 @@ enum {
         F_SUBSCRIPTIONS = 20,
         F_MISSED = 21,
         F_TIMESTAMP_NS = 22,
+        F_MONITOR_RECEIVER = 23,
+        F_MONITOR_RECEIVERS = 24,
+        F_MONITOR_FDS = 25,
 };
+
+/* Envelope.flags bits only the broker sets (ENVELOPE_FLAG_MONITOR). */
+#define BROKER_FLAGS 0x8u
 
 typedef struct Cursor {
         const uint8_t *p;
@@ -148,6 +154,9 @@ static const uint8_t field_wire_type[32] = {
         [F_SENDER_PID] = WIRE_VARINT + 1,
         [F_MISSED] = WIRE_VARINT + 1,
         [F_TIMESTAMP_NS] = WIRE_VARINT + 1,
+        [F_MONITOR_RECEIVER] = WIRE_LENGTH + 1,
+        [F_MONITOR_RECEIVERS] = WIRE_VARINT + 1,
+        [F_MONITOR_FDS] = WIRE_VARINT + 1,
 };
 
 /* Repeated uint64 subscriptions: one varint, or a packed run of them. */
@@ -178,7 +187,7 @@ static int count_subscriptions(Cursor *c, unsigned wire_type, uint64_t *n) {
 
 int envelope_view_parse(EnvelopeView *v, const uint8_t *data, size_t len) {
         Cursor c = { data, data + len };
-        EnvelopeString sender = {};
+        EnvelopeString sender = {}, monitor_receiver = {};
         uint64_t broker_values = 0, n_subscriptions = 0;
 
         *v = (EnvelopeView){};
@@ -249,11 +258,16 @@ int envelope_view_parse(EnvelopeView *v, const uint8_t *data, size_t len) {
                 case F_SENDER:
                         sender = str;
                         break;
+                case F_MONITOR_RECEIVER:
+                        monitor_receiver = str;
+                        break;
                 case F_SENDER_UID:
                 case F_SENDER_GID:
                 case F_SENDER_PID:
                 case F_MISSED:
                 case F_TIMESTAMP_NS:
+                case F_MONITOR_RECEIVERS:
+                case F_MONITOR_FDS:
                         /* Only whether the last value is non-zero matters;
                          * one bit per field keeps "last one wins". */
                         if (value)
@@ -265,7 +279,8 @@ int envelope_view_parse(EnvelopeView *v, const uint8_t *data, size_t len) {
                         break;
                 }
         }
-        v->has_broker_fields = sender.len > 0 || broker_values || n_subscriptions > 0;
+        v->has_broker_fields = sender.len > 0 || monitor_receiver.len > 0 || broker_values ||
+                               n_subscriptions > 0 || (v->flags & BROKER_FLAGS);
         return 0;
 }
 

@@ -35,7 +35,8 @@ typedef struct EnvelopeView {
         EnvelopeString error_name;
         uint64_t memfd_payload_size;
         /* Set when a field only the broker may set is present (non-empty,
-         * non-zero), whatever its value. */
+         * non-zero), whatever its value, or flags has a bit only the broker
+         * sets (ENVELOPE_FLAG_MONITOR). */
         bool has_broker_fields;
 } EnvelopeView;
 

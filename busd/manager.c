@@ -157,6 +157,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         list_init(&m->closing);
         list_init(&m->lagging);
         list_init(&m->readable);
+        list_init(&m->monitors);
         m->start_usec = manager_now_usec();
         /* Enough spare entries for a burst of fan-out; idle peers keep none. */
         wire_entry_pool_init(&m->entry_pool, 8192);
@@ -213,6 +214,7 @@ Manager *manager_free(Manager *m) {
         wire_entry_pool_clear(&m->entry_pool);
         free(m->hits);
         free(m->recipients);
+        free(m->introspection);
         sd_event_source_disable_unref(m->defer_read);
         sd_event_source_disable_unref(m->defer_close);
         sd_event_unref(m->event);

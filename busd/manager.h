@@ -64,6 +64,8 @@ typedef struct ManagerStats {
         uint64_t replies_unexpected;
         uint64_t protocol_errors;
         uint64_t peers_total;
+        uint64_t monitor_copies;   /* not in deliveries */
+        uint64_t monitor_dropped;  /* not in dropped */
 } ManagerStats;
 
 /* One frame to deliver, to one or many peers: envelope bytes (and payload)
@@ -102,6 +104,10 @@ typedef struct Manager {
         MatchIndex *matches;
         PendingTable *pending;
         RetainedStore *retained;
+        List monitors;          /* Monitor, see monitor.h */
+        unsigned n_monitors;    /* the router makes copies only while non-zero */
+        uint8_t *introspection; /* bus.Introspect's descriptor set, packed on first use */
+        size_t introspection_size;
         WireChunk *stamp;       /* the broker's own identity, for its events */
         WireEntryPool entry_pool; /* queue entries shared by every peer's writer */
 

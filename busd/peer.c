@@ -12,6 +12,7 @@
 
 #include "busd/hashmap.h"
 #include "busd/log.h"
+#include "busd/monitor.h"
 #include "busd/payload.h"
 #include "busd/peer.h"
 #include "busd/router.h"
@@ -130,6 +131,7 @@ Peer *peer_free(Peer *p) {
         if (!p)
                 return NULL;
         router_peer_gone(p);
+        monitor_free(p->monitor);
         /* Best effort: a protocol error frame queued just before closing. */
         if (p->fd >= 0 && !wire_writer_is_empty(&p->writer))
                 (void) wire_writer_flush(&p->writer, p->fd);
@@ -209,9 +211,19 @@ static size_t peer_add_missed(Peer *p, uint8_t *out) {
         return n;
 }
 
-static void peer_drop(Peer *p) {
+void peer_drop(Peer *p) {
         p->missed++;
         p->dropped++;
+        if (p->monitor) {
+                /* Monitors are not announced: nobody has to wait for them. */
+                p->manager->stats.monitor_dropped++;
+                if (!p->lagging) {
+                        p->lagging = true;
+                        log_warning("monitor %s (pid %d) is not reading: copies dropped",
+                                    p->unique_id, (int) p->ucred.pid);
+                }
+                return;
+        }
         p->manager->stats.dropped++;
         if (!p->lagging) {
                 p->lagging = true;

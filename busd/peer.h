@@ -29,6 +29,7 @@
 typedef enum PeerState {
         PEER_STATE_NEW,     /* connected, no Hello yet */
         PEER_STATE_ACTIVE,  /* greeted */
+        PEER_STATE_MONITOR, /* greeted, then became a monitor: receives copies only */
         PEER_STATE_CLOSING, /* waiting for teardown */
 } PeerState;
 
@@ -57,6 +58,7 @@ struct Peer {
         uint64_t connected_realtime_usec;
         WireChunk *stamp;     /* encoded sender fields appended to its frames */
         struct PayloadAccount *payload_account; /* its memfd bytes held by the broker */
+        struct Monitor *monitor; /* set while it is a monitor, see monitor.h */
 
         NameClient names;
         Hashmap *subscriptions; /* subscription id -> MatchSub */
@@ -97,6 +99,10 @@ void peer_protocol_error(Peer *p, const char *reason);
 int peer_deliver(Peer *p, const OutFrame *o, const uint8_t *suffix, size_t suffix_len,
                  bool droppable);
 bool peer_is_full(const Peer *p);
+/* Counts a delivery dropped for p: missed (told on its next delivery), the
+ * stats, and for a receiver that is not a monitor, bus.peer.lagging once
+ * per episode. peer_deliver() calls it for droppable frames. */
+void peer_drop(Peer *p);
 
 /* Reads and routes what the peer sent, a bounded amount per call. */
 void peer_read(Peer *p);

@@ -20,6 +20,7 @@
 #include "busd/hashmap.h"
 #include "busd/log.h"
 #include "busd/match.h"
+#include "busd/monitor.h"
 #include "busd/name.h"
 #include "busd/payload.h"
 #include "busd/peer.h"
@@ -44,6 +45,57 @@ static void envelope_stamp_broker(Bus__Envelope *env) {
         env->sender_gid = (uint32_t) getgid();
         env->sender_pid = (uint32_t) getpid();
         env->serial = ++broker_serial;
+}
+
+static EnvelopeString envelope_string_of(const char *s) {
+        return (EnvelopeString){ .s = s, .len = s ? strlen(s) : 0 };
+}
+
+/* Copies a frame the broker built (sent to one peer, or published when to
+ * is NULL: the routing scratch then holds its recipients) to the monitors. */
+static void monitor_built(Manager *m, const Bus__Envelope *env, const OutFrame *o, Peer *to,
+                          unsigned receivers) {
+        MonitorMessage msg = {
+                .frame = o,
+                .kind = env->kind,
+                .flags = env->flags,
+                .topic = envelope_string_of(env->topic),
+                .destination = envelope_string_of(env->destination),
+                .receiver = to,
+                .receivers = receivers,
+        };
+
+        if (!to) {
+                msg.recipients = m->recipients;
+                msg.n_recipients = m->n_recipients;
+        }
+        monitor_copy(m, &msg);
+}
+
+/* Copies a frame from p to the monitors: receiver is the peer a request or
+ * an answer went to; for a publish, the routing scratch holds its
+ * recipients. */
+static void monitor_routed(Peer *p, const EnvelopeView *env, const OutFrame *o, Peer *receiver,
+                           bool to_broker, unsigned receivers) {
+        Manager *m = p->manager;
+        MonitorMessage msg = {
+                .frame = o,
+                .kind = env->kind,
+                .flags = env->flags,
+                .topic = env->topic,
+                .destination = env->destination,
+                .memfd_payload_size = env->memfd_payload_size,
+                .sender = p,
+                .receiver = receiver,
+                .to_broker = to_broker,
+                .receivers = receivers,
+        };
+
+        if (env->kind == BUS__KIND__KIND_PUBLISH) {
+                msg.recipients = m->recipients;
+                msg.n_recipients = m->n_recipients;
+        }
+        monitor_copy(m, &msg);
 }
 
 /* Packs envelope and payload into one chunk. */
@@ -82,6 +134,8 @@ static void send_built(Manager *m, Peer *to, const Bus__Envelope *env,
         r = peer_deliver(to, &o, NULL, 0, false);
         if (r < 0)
                 log_error("no memory to queue a frame to %s", to->unique_id);
+        if (_unlikely_(m->n_monitors > 0))
+                monitor_built(m, env, &o, to, 0);
         wire_chunk_unref(o.chunk);
 }
 
@@ -178,9 +232,11 @@ static unsigned route_hits_of(Manager *m, Peer *p) {
         return n;
 }
 
-/* Delivers o to every subscription matching topic. Returns receivers. */
+/* Delivers o to every subscription matching topic. Returns the number of
+ * subscriptions it was delivered to. */
 static unsigned route_publish(Manager *m, const char *topic, size_t topic_len,
                               const OutFrame *o) {
+        unsigned delivered = 0;
         uint8_t small[256];
 
         m->route_gen++;
@@ -189,26 +245,29 @@ static unsigned route_publish(Manager *m, const char *topic, size_t topic_len,
 
         for (unsigned i = 0; i < m->n_recipients; i++) {
                 Peer *p = m->recipients[i];
-                size_t need = (size_t) route_hits_of(m, p) * 11;
+                unsigned hits = route_hits_of(m, p);
+                size_t need = (size_t) hits * 11;
                 uint8_t *buf = need <= sizeof(small) ? small : malloc(need);
 
                 if (!buf) {
                         log_error("no memory to route a message to %s", p->unique_id);
                         continue;
                 }
-                (void) peer_deliver(p, o, buf, route_suffix(m, p, buf), true);
+                if (peer_deliver(p, o, buf, route_suffix(m, p, buf), true) == 0)
+                        delivered += hits;
                 if (buf != small)
                         free(buf);
         }
-        return m->n_recipients;
+        return delivered;
 }
 
 void router_publish_event(Manager *m, const char *topic, const ProtobufCMessage *payload) {
         Bus__Envelope env = BUS__ENVELOPE__INIT;
+        unsigned receivers;
         OutFrame o;
 
         /* Cheap when nobody listens: most buses have no event subscribers. */
-        if (m->shutting_down || match_index_count(m->matches) == 0)
+        if (m->shutting_down || (match_index_count(m->matches) == 0 && m->n_monitors == 0))
                 return;
         envelope_stamp_broker(&env);
         env.kind = BUS__KIND__KIND_PUBLISH;
@@ -218,7 +277,9 @@ void router_publish_event(Manager *m, const char *topic, const ProtobufCMessage 
                 log_error("no memory for event %s", topic);
                 return;
         }
-        route_publish(m, topic, strlen(topic), &o);
+        receivers = route_publish(m, topic, strlen(topic), &o);
+        if (_unlikely_(m->n_monitors > 0))
+                monitor_built(m, &env, &o, NULL, receivers);
         wire_chunk_unref(o.chunk);
 }
 
@@ -240,6 +301,7 @@ static void handle_publish(Peer *p, const EnvelopeView *env, const OutFrame *o) 
         Manager *m = p->manager;
         const char *topic = env->topic.s;
         size_t len = env->topic.len;
+        unsigned receivers;
         int r;
 
         if (!topic || !topic_is_valid(topic, len)) {
@@ -268,7 +330,9 @@ static void handle_publish(Peer *p, const EnvelopeView *env, const OutFrame *o) 
                 }
         }
         m->stats.messages_routed++;
-        route_publish(m, topic, len, o);
+        receivers = route_publish(m, topic, len, o);
+        if (_unlikely_(m->n_monitors > 0))
+                monitor_routed(p, env, o, NULL, false, receivers);
 }
 
 /* The peer a destination names, or NULL. */
@@ -302,11 +366,21 @@ static void handle_request(Peer *p, const EnvelopeView *env, const WireFrame *f,
         }
         if (strcmp(destination, "bus") == 0) {
                 m->stats.messages_routed++;
+                if (_unlikely_(m->n_monitors > 0))
+                        monitor_routed(p, env, o, NULL, true, 0);
                 driver_handle(p, env, f);
                 return;
         }
+        /* Only greeted peers take requests: not those still saying Hello,
+         * closing, or monitoring. */
         callee = lookup_destination(m, destination);
-        if (!callee || peer_is_closing(callee) || !callee->greeted) {
+        if (callee && callee->state != PEER_STATE_ACTIVE)
+                callee = NULL;
+        /* Copied before it is answered, so that monitors see a request ahead
+         * of the broker's error about it. */
+        if (_unlikely_(m->n_monitors > 0))
+                monitor_routed(p, env, o, callee, false, 0);
+        if (!callee) {
                 if (want_reply)
                         router_send_error(m, p, env->serial, "bus.Error.NoOwner",
                                           "no owner for \"%s\"", destination);
@@ -389,6 +463,8 @@ static void handle_reply(Peer *p, const EnvelopeView *env, const OutFrame *o) {
         pending_free(m->pending, pd);
         m->stats.messages_routed++;
         (void) peer_deliver(caller, o, NULL, 0, false);
+        if (_unlikely_(m->n_monitors > 0))
+                monitor_routed(p, env, o, caller, false, 0);
 }
 
 /* Refuses a memfd payload that is not what its envelope says; true if the
@@ -408,6 +484,42 @@ static bool check_memfd_payload(Peer *p, const EnvelopeView *env, const WireFram
         router_send_error(m, p, env->serial,
                           quota ? "bus.Error.LimitsExceeded" : "bus.Error.InvalidArgs", "%s", why);
         return false;
+}
+
+/* A frame from a peer that has not said Hello yet, or from a monitor. */
+static void handle_inactive(Peer *p, const EnvelopeView *env, const WireFrame *f,
+                            const OutFrame *o) {
+        Manager *m = p->manager;
+        EnvelopeView hello;
+
+        switch (p->state) {
+        case PEER_STATE_NEW:
+                if (env->kind != BUS__KIND__KIND_REQUEST ||
+                    !ENVELOPE_STRING_IS(env->destination, "bus") ||
+                    !ENVELOPE_STRING_IS(env->method, "Hello")) {
+                        peer_protocol_error(p, "the first frame must be a Hello request to bus");
+                        return;
+                }
+                if (_unlikely_(m->n_monitors > 0)) {
+                        /* Hello's descriptors are not checked: none goes
+                         * to monitors as a payload. */
+                        hello = *env;
+                        hello.memfd_payload_size = 0;
+                        monitor_routed(p, &hello, o, NULL, true, 0);
+                }
+                driver_hello(p, env, f);
+                return;
+        case PEER_STATE_MONITOR:
+                /* Monitors only watch: whatever one sends, it goes. */
+                log_warning("monitor %s (pid %d, uid %u) sent a frame: disconnecting it",
+                            p->unique_id, (int) p->ucred.pid, (unsigned) p->ucred.uid);
+                m->stats.protocol_errors++;
+                router_send_error(m, p, 0, "bus.Error.AccessDenied", "a monitor may not send");
+                peer_close(p, "monitor sent a frame");
+                return;
+        default:
+                return; /* closing: its input is ignored */
+        }
 }
 
 void router_handle_frame(Peer *p, const WireFrame *f) {
@@ -432,12 +544,8 @@ void router_handle_frame(Peer *p, const WireFrame *f) {
                 peer_protocol_error(p, "frame without a serial");
                 return;
         }
-        if (!p->greeted) {
-                if (env.kind != BUS__KIND__KIND_REQUEST || !ENVELOPE_STRING_IS(env.destination, "bus") ||
-                    !ENVELOPE_STRING_IS(env.method, "Hello"))
-                        peer_protocol_error(p, "the first frame must be a Hello request to bus");
-                else
-                        driver_hello(p, &env, f);
+        if (_unlikely_(p->state != PEER_STATE_ACTIVE)) {
+                handle_inactive(p, &env, f, &o);
                 return;
         }
         if (env.has_broker_fields) {
@@ -498,11 +606,24 @@ void router_peer_greeted(Peer *p) {
         peer_event(p->manager, p, "bus.peer.connected");
 }
 
+void router_peer_drop_registrations(Peer *p) {
+        Manager *m = p->manager;
+        HashmapIter it = HASHMAP_ITER_INIT;
+        void *value;
+
+        if (m->names)
+                name_registry_release_all(m->names, &p->names, router_name_changed, m);
+        if (p->subscriptions)
+                while (hashmap_iterate(p->subscriptions, &it, &value, NULL)) {
+                        uint64_t id = match_sub_get_id(value);
+                        hashmap_remove(p->subscriptions, &id);
+                        match_sub_free(value);
+                }
+}
+
 void router_peer_gone(Peer *p) {
         Manager *m = p->manager;
         Pending *pd, *tmp;
-        HashmapIter it = HASHMAP_ITER_INIT;
-        void *value;
 
         if (!m)
                 return;
@@ -517,14 +638,7 @@ void router_peer_gone(Peer *p) {
         list_for_each_safe(pd, tmp, &p->calls_out, caller_link)
                 pending_free(m->pending, pd);
 
-        if (m->names)
-                name_registry_release_all(m->names, &p->names, router_name_changed, m);
-        if (p->subscriptions)
-                while (hashmap_iterate(p->subscriptions, &it, &value, NULL)) {
-                        uint64_t id = match_sub_get_id(value);
-                        hashmap_remove(p->subscriptions, &id);
-                        match_sub_free(value);
-                }
+        router_peer_drop_registrations(p);
         if (p->greeted) {
                 p->greeted = false;
                 peer_event(m, p, "bus.peer.disconnected");

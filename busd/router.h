@@ -4,7 +4,8 @@
  * that match (one member per queue group), requests to the owner of their
  * destination or to the broker's own service, replies back to the caller of a
  * pending request. It also builds the frames the broker sends itself: errors,
- * replies of the "bus" service and events on "bus." topics.
+ * replies of the "bus" service and events on "bus." topics. While monitors
+ * exist, each of those messages is also handed to monitor_copy().
  *
  * Payloads are never copied: a delivery references the sender's receive
  * chunk, and the sender's envelope bytes go out unchanged with the sender's
@@ -24,6 +25,8 @@ void router_handle_frame(Peer *p, const WireFrame *f);
 /* Undoes everything a closing peer had: names, subscriptions, pending calls;
  * announces its departure. Safe on a half-built peer. */
 void router_peer_gone(Peer *p);
+/* Drops the peer's names (announcing owner changes) and subscriptions. */
+void router_peer_drop_registrations(Peer *p);
 
 /* Frames from the broker itself. Failures (no memory, peer going away) are
  * logged; the callers have nothing better to do with them. */

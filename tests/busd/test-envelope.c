@@ -41,7 +41,9 @@ static bool agree(const uint8_t *data, size_t len) {
              v.memfd_payload_size == e->memfd_payload_size &&
              v.has_broker_fields == (e->sender[0] || e->sender_uid || e->sender_gid ||
                                      e->sender_pid || e->n_subscriptions || e->missed ||
-                                     e->timestamp_ns);
+                                     e->timestamp_ns || e->monitor_receiver[0] ||
+                                     e->monitor_receivers || e->monitor_fds ||
+                                     (e->flags & BUS__ENVELOPE_FLAG__ENVELOPE_FLAG_MONITOR));
         bus__envelope__free_unpacked(e, NULL);
         return ok;
 }
@@ -89,6 +91,21 @@ static void test_packed_by_protobuf_c(void) {
         e.sender_uid = 5;
         n = pack(&e, buf);
         tap_check(agree(buf, n));
+        /* The monitor stamps and flag are the broker's too. */
+        e.sender_uid = 0;
+        e.monitor_receiver = (char *) "bus";
+        n = pack(&e, buf);
+        tap_check(agree(buf, n));
+        e.monitor_receiver = (char *) "";
+        e.monitor_fds = 2;
+        n = pack(&e, buf);
+        tap_check(agree(buf, n));
+        e.monitor_fds = 0;
+        e.flags |= BUS__ENVELOPE_FLAG__ENVELOPE_FLAG_MONITOR;
+        n = pack(&e, buf);
+        tap_check(agree(buf, n));
+        tap_check_int(envelope_view_parse(&v, buf, n), 0);
+        tap_check(v.has_broker_fields);
         /* The empty envelope is valid. */
         tap_check(agree(buf, 0));
 }

@@ -7,7 +7,7 @@
 # broker fails the program that caused it. Speaks TAP: one line per program.
 set -u
 
-tests="test-bad-input test-request test-pubsub test-names test-fds test-shm"
+tests="test-bad-input test-request test-pubsub test-names test-fds test-shm test-monitor"
 
 if [ -n "${BUSD_SANITIZERS:-}" ]; then
         echo "1..0 # SKIP sanitizer build: AddressSanitizer and valgrind do not mix"
