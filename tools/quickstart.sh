@@ -8,7 +8,7 @@
 #      reuses a busd already listening there, and waits until it accepts
 #      connections,
 #   4. runs build/tools/busd-example: a subscriber receiving two publishes,
-#      and a service answering a call,
+#      and a service answering a call, and looks at the bus with busdctl,
 #   5. prints how to use the bus and how to stop it.
 # Running it again rebuilds what changed and reuses the running busd.
 set -euo pipefail
@@ -77,7 +77,9 @@ ensure_configured "$builddir"
 make -C "$builddir" -j"$(nproc)"
 busd=$builddir/busd/busd
 example=$builddir/tools/busd-example
+busdctl=$builddir/tools/busdctl/busdctl
 [[ -x $busd ]] || die "$busd was not built"
+[[ -x $busdctl ]] || die "$busdctl was not built"
 [[ -x $example ]] || die "$example was not built"
 
 # The per-user default, exactly as busd and libbus compute it.
@@ -211,6 +213,15 @@ status=0
 sed 's/^/      caller| /' "$tmp/fail.out"
 note "  (exit status $status)"
 ((status != 0)) || die "the Fail call should have failed"
+
+say "Inspecting the bus with busdctl"
+note "busdctl status"
+"$busdctl" status | sed 's/^/      /' || die "busdctl status failed"
+note "busdctl list   (the peers: the service above and busdctl itself)"
+"$busdctl" list | sed 's/^/      /' || die "busdctl list failed"
+note "busdctl call bus GetNameOwner '{\"name\": \"org.example.Demo\"}'"
+"$busdctl" call bus GetNameOwner '{"name": "org.example.Demo"}' | sed 's/^/      /' ||
+        die "busdctl call failed"
 kill "$serve_pid" 2>/dev/null || true
 show_lines "$serve_fd" "  service| " 10
 wait "$serve_pid" 2>/dev/null || true
@@ -230,6 +241,9 @@ note "    $show/tools/busd-example sub 'demo.>'"
 note "    $show/tools/busd-example pub demo.hello 'hi there'"
 note "    $show/tools/busd-example serve org.example.Demo"
 note "    $show/tools/busd-example call org.example.Demo Echo 'ping'"
+note "Look at it, and watch its traffic (see man/busdctl.1):"
+note "    $show/tools/busdctl/busdctl list"
+note "    $show/tools/busdctl/busdctl monitor"
 if [[ -n $pid ]]; then
         note "Stop it with:"
         note "    kill \$(cat $show/busd.pid)"
