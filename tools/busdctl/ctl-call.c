@@ -18,6 +18,9 @@ int parse_json_arg(const char *text, json_object **ret) {
 
         if (!tok)
                 return ctl_error(-ENOMEM, "JSON");
+        /* What a shell leaves around an argument is not an error. */
+        while (len > 0 && strchr(" \t\r\n", text[len - 1]))
+                len--;
         j = json_tokener_parse_ex(tok, text, (int) len);
         e = json_tokener_get_error(tok);
         if (!j || e != json_tokener_success || json_tokener_get_parse_end(tok) != len) {
@@ -252,9 +255,12 @@ int cmd_introspect(Ctl *ctl, int argc, char **argv) {
         }
 
         if (ir->n_topic_types > 0) {
+                int width = 1;
+                for (size_t i = 0; i < ir->n_topic_types; i++)
+                        width = MAX(width, (int) strlen(ir->topic_types[i]->pattern));
                 printf("// Published by %s:\n", destination);
                 for (size_t i = 0; i < ir->n_topic_types; i++)
-                        printf("//   %s  %s\n",
+                        printf("//   %-*s  %s\n", width,
                                *ir->topic_types[i]->pattern ? ir->topic_types[i]->pattern : "*",
                                ir->topic_types[i]->type);
                 printf("\n");
