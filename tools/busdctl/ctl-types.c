@@ -37,6 +37,7 @@ struct TypeCache {
         Set *sets;             /* every set added, for types_watch() */
         size_t n_sets;
         bool discovered;       /* every peer was asked */
+        size_t discovering;    /* answers still to come */
         types_set_fn watch;
         void *watch_userdata;
 };
@@ -224,23 +225,21 @@ int types_introspect(Ctl *ctl, bus_client *bus, const char *destination,
         return p->reply ? 0 : -ENODATA;
 }
 
-typedef struct Discovery {
-        TypeCache *types;
-        size_t pending;
-} Discovery;
-
+/* The calls point to the TypeCache, not to the stack of types_discover():
+ * one that is still out when it returns early completes (or fails) later,
+ * at the latest when its connection is freed, before the TypeCache is. */
 typedef struct DiscoveryCall {
-        Discovery *discovery;
+        TypeCache *types;
         char *destination;
 } DiscoveryCall;
 
 static int discovery_answer(bus_message *m, void *userdata) {
         DiscoveryCall *call = userdata;
 
-        if (!peer_find(call->discovery->types, call->destination))
-                (void) peer_add(call->discovery->types, call->destination,
+        if (!peer_find(call->types, call->destination))
+                (void) peer_add(call->types, call->destination,
                                 bus_message_get_kind(m) == BUS_KIND_REPLY ? m : NULL);
-        call->discovery->pending--;
+        call->types->discovering--;
         free(call->destination);
         free(call);
         return 0;
@@ -253,7 +252,6 @@ static int types_discover(Ctl *ctl, bus_client *bus) {
         _cleanup_(protobuf_c_message_free_unpackedp) ProtobufCMessage *pb = NULL;
         Bus__ListPeersRequest request = BUS__LIST_PEERS_REQUEST__INIT;
         TypeCache *t = ctl->types;
-        Discovery discovery = { .types = t };
         bus_error error = BUS_ERROR_NULL;
         const char *self = NULL, *main_id = NULL;
         int r;
@@ -287,7 +285,7 @@ static int types_discover(Ctl *ctl, bus_client *bus) {
                         free(call);
                         return -ENOMEM;
                 }
-                call->discovery = &discovery;
+                call->types = t;
                 r = bus_message_new_request(&m, id, BUS_METHOD_INTROSPECT);
                 if (r >= 0)
                         r = bus_client_call_async(bus, NULL, m, discovery_answer, call,
@@ -297,12 +295,12 @@ static int types_discover(Ctl *ctl, bus_client *bus) {
                         free(call);
                         return r;
                 }
-                discovery.pending++;
+                t->discovering++;
         }
 
         /* Every call ends, with an answer or a timeout, so this loop ends;
          * a lost connection fails them all at once. */
-        while (discovery.pending > 0) {
+        while (t->discovering > 0) {
                 r = bus_client_process(bus);
                 if (r < 0)
                         return r;
