@@ -563,8 +563,8 @@ int bus_service_stub_get_error(ProtobufCService *stub, bus_error *ret);
  * google.protobuf.FileDescriptorSet describing all of them, built from the
  * protoc-c descriptors, so tools such as busdctl can decode its messages and
  * call its methods. Types are added by binding a service, by
- * bus_client_add_type(), and by sending (bus_client_send() and the publish
- * and reply shorthands on top of it) a message filled with
+ * bus_client_add_type(), and by sending (bus_client_send(), the calls to
+ * anyone but "bus", and the publish and reply shorthands) a message filled with
  * bus_message_set_protobuf(): a publish records its topic with the type,
  * for the first 256 topics. Types stay once added, also after unbinding. A
  * fresh connection answers with an empty reply. This answer is built in: a

@@ -216,6 +216,10 @@ static int call_send(bus_client *c, bus_message *m, uint64_t timeout) {
         r = client_queue_message(c, m);
         if (r < 0 && m->timeout_usec == 0)
                 m->local.timeout_ms = 0;
+        /* A typed request tells what this program speaks, as a send does;
+         * the broker's own types (libbus's calls to bus) do not count. */
+        if (r >= 0 && m->payload_desc && !streq(m->env->destination, BROKER_NAME))
+                client_introspect_sent(c, m);
         return r;
 }
 

@@ -672,6 +672,51 @@ finish:
         bus_client_unref(clients[1]);
 }
 
+/* A caller speaks the types of the typed requests it sends to services,
+ * not those of libbus's own calls to the broker. */
+static void test_introspect_caller(void) {
+        Example__AddRequest add = EXAMPLE__ADD_REQUEST__INIT;
+        bus_client *clients[2] = {};
+        Bus__IntrospectReply *reply = NULL;
+        ProtobufCMessage *sum = NULL;
+        bus_message *answer;
+        const char *id = NULL;
+        FileSet *fs = NULL;
+        const Google__Protobuf__FileDescriptorProto *f;
+
+        tap_check_int(bus_client_open(&clients[0], busd.address), 0);
+        tap_check_int(bus_client_open(&clients[1], busd.address), 0);
+        if (!clients[0] || !clients[1])
+                goto finish;
+        tap_check_int(bus_client_get_unique_id(clients[1], &id), 0);
+        add.a = 1;
+        add.b = 2;
+        tap_check_int(bus_client_call_protobuf(clients[1], CALC_NAME, "Add", &add.base,
+                                               &example__add_reply__descriptor, 0, NULL, &sum),
+                      0);
+        tap_check(sum && ((Example__AddReply *) sum)->sum == 3);
+        answer = introspect_pumping(clients, 2, id);
+        reply = introspect_reply(answer);
+        bus_message_unref(answer);
+        if (!reply)
+                goto finish;
+        tap_check_int(reply->n_topic_types, 0); /* a request has no topic */
+        fs = google__protobuf__file_descriptor_set__unpack(NULL, reply->file_descriptor_set.len,
+                                                           reply->file_descriptor_set.data);
+        f = fds_file(fs, "example");
+        tap_check(f && fds_message(f, "AddRequest") && !fds_message(f, "AddReply"));
+        tap_check(!fds_file(fs, "bus")); /* Hello, Subscribe, ... to the broker */
+finish:
+        if (fs)
+                google__protobuf__file_descriptor_set__free_unpacked(fs, NULL);
+        if (reply)
+                bus__introspect_reply__free_unpacked(reply, NULL);
+        if (sum)
+                protobuf_c_message_free_unpacked(sum, NULL);
+        bus_client_unref(clients[0]);
+        bus_client_unref(clients[1]);
+}
+
 static int custom_introspect(bus_message *m, void *userdata) {
         return bus_client_reply(userdata, m, "custom", 6);
 }
@@ -1106,6 +1151,7 @@ int main(void) {
         TAP_RUN(test_introspect_calc);
         TAP_RUN(test_introspect_publisher);
         TAP_RUN(test_introspect_fresh);
+        TAP_RUN(test_introspect_caller);
         TAP_RUN(test_add_type);
         TAP_RUN(test_bind);
         TAP_RUN(test_local_failures);
