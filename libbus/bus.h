@@ -248,6 +248,12 @@ int bus_message_set_timeout(bus_message *m, uint64_t usec);
 int bus_message_set_retain(bus_message *m, int retain);
 /* For a REQUEST: the caller wants no reply (send and forget). */
 int bus_message_set_no_reply(bus_message *m, int no_reply);
+/* The two flags above, on any message (received ones and monitor copies
+ * carry the sender's): 1 or 0. A retained hand-out to a new subscriber has
+ * the retain flag too; bus_message_is_retained() tells it from a live
+ * publish. */
+int bus_message_get_retain(bus_message *m);
+int bus_message_get_no_reply(bus_message *m);
 
 /* The payload bytes; *data stays valid while m lives (for a message being
  * built: until its payload is replaced), also across sending. An empty

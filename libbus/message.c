@@ -300,6 +300,19 @@ _public_ int bus_message_set_no_reply(bus_message *m, int no_reply) {
                                 no_reply);
 }
 
+_public_ int bus_message_get_retain(bus_message *m) {
+        if (!m)
+                return -EINVAL;
+        return m->kind == BUS_KIND_PUBLISH &&
+               (m->env->flags & BUS__ENVELOPE_FLAG__ENVELOPE_FLAG_RETAIN);
+}
+
+_public_ int bus_message_get_no_reply(bus_message *m) {
+        if (!m)
+                return -EINVAL;
+        return message_is_no_reply(m);
+}
+
 bool message_is_no_reply(const bus_message *m) {
         return m->kind == BUS_KIND_REQUEST &&
                (m->env->flags & BUS__ENVELOPE_FLAG__ENVELOPE_FLAG_NO_REPLY);

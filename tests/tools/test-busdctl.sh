@@ -183,6 +183,10 @@ else
         fail "an untyped text payload is printed as text" "$dir/sub.out" "$dir/sub.err"
 fi
 
+check "pub --retain keeps the message for a later subscriber" 0 '' -- "$ctl" pub keep.x --retain --raw=kept
+check "sub gets the retained message first, marked retain" 0 '"topic":"keep\.x".*"retain":true,"payload":\{"@text":"kept"\}' -- \
+        "$ctl" sub 'keep.>' --count 1 --json
+
 # ---- monitor and capture
 "$ctl" monitor --json --name org.example.Calc --topic 'example.>' >"$dir/mon.out" 2>"$dir/mon.err" &
 mon=$!

@@ -352,6 +352,8 @@ static int replay_message(Ctl *ctl, const Busdctl__CapturedMessage *m, void *use
                 r = bus_message_set_payload(msg, m->payload.data, m->payload.len);
         if (r >= 0 && *m->payload_type)
                 r = bus_message_set_payload_type(msg, m->payload_type);
+        if (r >= 0 && m->retain)
+                r = bus_message_set_retain(msg, 1);
         if (r < 0) {
                 /* a record no client could have sent: skip it, loudly */
                 ctl_error(r, "skipping a %s message that cannot be sent again",

@@ -240,6 +240,8 @@ int message_capture(bus_message *m, Busdctl__CapturedMessage *ret) {
         ret->n_fds = bus_message_is_monitor_copy(m) ? bus_message_get_monitor_n_fds(m)
                                                     : (unsigned) MAX(bus_message_get_n_fds(m), 0);
         ret->shm = bus_message_is_shm(m) > 0;
+        ret->retain = bus_message_get_retain(m) > 0;
+        ret->no_reply = bus_message_get_no_reply(m) > 0;
         ret->missed = bus_message_get_missed(m);
         ret->payload.data = (uint8_t *) data;
         ret->payload.len = size;
@@ -301,6 +303,10 @@ void message_print(Ctl *ctl, const Busdctl__CapturedMessage *m, FILE *f) {
         if (*m->payload_type)
                 fprintf(f, " %s", m->payload_type);
         fprintf(f, " %s", size);
+        if (m->retain)
+                fputs(" retain", f);
+        if (m->no_reply)
+                fputs(" no-reply", f);
         if (m->shm)
                 fputs(" shm", f);
         if (m->n_fds > 0)
@@ -373,6 +379,10 @@ json_object *message_to_json(Ctl *ctl, const Busdctl__CapturedMessage *m) {
         json_add_u64(o, "fds", m->n_fds);
         if (m->shm)
                 json_object_object_add(o, "shm", json_object_new_boolean(1));
+        if (m->retain)
+                json_object_object_add(o, "retain", json_object_new_boolean(1));
+        if (m->no_reply)
+                json_object_object_add(o, "no_reply", json_object_new_boolean(1));
         if (m->missed)
                 json_add_u64(o, "missed", m->missed);
         if (m->payload.len > 0 || *m->payload_type) {
