@@ -359,44 +359,6 @@ const char *types_for_topic(Ctl *ctl, bus_client *bus, const char *topic) {
         return NULL;
 }
 
-/* Text a person would read: valid UTF-8 without control characters but
- * newlines and tabs. */
-static bool is_printable_utf8(const uint8_t *data, size_t size) {
-        for (size_t i = 0; i < size;) {
-                uint8_t c = data[i];
-                size_t n;
-                uint32_t cp;
-
-                if (c < 0x80) {
-                        if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7F)
-                                return false;
-                        i++;
-                        continue;
-                }
-                if ((c & 0xE0) == 0xC0)
-                        n = 1, cp = c & 0x1F;
-                else if ((c & 0xF0) == 0xE0)
-                        n = 2, cp = c & 0x0F;
-                else if ((c & 0xF8) == 0xF0)
-                        n = 3, cp = c & 0x07;
-                else
-                        return false;
-                if (size - i <= n)
-                        return false;
-                for (size_t k = 1; k <= n; k++) {
-                        if ((data[i + k] & 0xC0) != 0x80)
-                                return false;
-                        cp = cp << 6 | (data[i + k] & 0x3F);
-                }
-                /* overlong forms, surrogates, past U+10FFFF */
-                if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-                    (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-                        return false;
-                i += n + 1;
-        }
-        return true;
-}
-
 json_object *types_decode(Ctl *ctl, const char *type, const uint8_t *data, size_t size) {
         json_object *o = NULL, *raw = NULL;
 
@@ -413,7 +375,7 @@ json_object *types_decode(Ctl *ctl, const char *type, const uint8_t *data, size_
                         json_object_object_add(o, "@raw", raw);
                         return o;
                 }
-        } else if (is_printable_utf8(data, size)) {
+        } else if (pb_text_is_printable(data, size)) {
                 json_object_object_add(o, "@text", json_object_new_string_len((const char *) data,
                                                                               (int) size));
                 return o;

@@ -392,9 +392,7 @@ static bool raw_is_message(const uint8_t *data, size_t size, unsigned depth) {
         return r == 0;
 }
 
-/* Text a terminal shows as it is: valid UTF-8 without control characters
- * but for tab and newlines. */
-static bool raw_is_printable(const uint8_t *data, size_t size) {
+bool pb_text_is_printable(const uint8_t *data, size_t size) {
         for (size_t i = 0; i < size; i++)
                 if ((data[i] < 0x20 && data[i] != '\t' && data[i] != '\n' && data[i] != '\r') ||
                     data[i] == 0x7f)
@@ -406,7 +404,7 @@ static int raw_length_delimited(const PbWireField *w, unsigned depth, json_objec
         if (w->size > 0 && depth < PB_MAX_DEPTH && raw_is_message(w->data, w->size, depth + 1))
                 return raw_decode(w->data, w->size, depth + 1, ret);
 
-        if (raw_is_printable(w->data, w->size))
+        if (pb_text_is_printable(w->data, w->size))
                 *ret = json_object_new_string_len((const char *) w->data, (int) w->size);
         else
                 *ret = json_bytes(w->data, w->size);

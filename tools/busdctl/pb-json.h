@@ -100,6 +100,11 @@ int pb_decode_json(const PbRegistry *r, const char *type, const uint8_t *data, s
  * not protobuf wire format. */
 int pb_decode_raw_json(const uint8_t *data, size_t size, json_object **ret);
 
+/* Whether bytes are text a terminal shows as it is: valid UTF-8 without
+ * control characters but for tab and newlines (what pb_decode_raw_json
+ * prints as a string). */
+bool pb_text_is_printable(const uint8_t *data, size_t size);
+
 /* Encodes a JSON object as a message of type. On failure returns -ENOENT
  * (unknown type) or -EINVAL and, if ret_error is not NULL, a malloc'd
  * message naming the field path and the problem ("field \"a\": expected a
