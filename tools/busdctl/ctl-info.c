@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "libbus/topic.h"
 #include "tools/busdctl/busdctl.h"
@@ -296,6 +295,7 @@ int cmd_subscriptions(Ctl *ctl, int argc, char **argv) {
 typedef struct WaitState {
         const char *name;
         char *owner;
+        bool found; /* owner is set (run_until()'s done) */
 } WaitState;
 
 static int wait_name_changed(bus_message *m, void *userdata) {
@@ -305,8 +305,10 @@ static int wait_name_changed(bus_message *m, void *userdata) {
         if (bus_message_read_protobuf(m, &bus__name_owner_changed__descriptor, &pb) < 0)
                 return 0;
         const Bus__NameOwnerChanged *change = (const Bus__NameOwnerChanged *) pb;
-        if (strcmp(change->name, w->name) == 0 && *change->new_owner && !w->owner)
+        if (strcmp(change->name, w->name) == 0 && *change->new_owner && !w->owner) {
                 w->owner = strdup(change->new_owner);
+                w->found = w->owner != NULL;
+        }
         return 0;
 }
 
@@ -359,30 +361,13 @@ int cmd_wait(Ctl *ctl, int argc, char **argv) {
         }
         bus_error_free(&error);
 
-        uint64_t deadline = ctl->timeout_set ? ctl->timeout_usec : BUS_TIMEOUT_INFINITE;
-        struct timespec start;
-        clock_gettime(CLOCK_MONOTONIC, &start);
-        while (!w.owner) {
-                r = bus_client_process(bus);
+        if (!w.owner) {
+                r = run_until(bus, NULL, ctl->timeout_set ? (double) ctl->timeout_usec / 1e6 : 0,
+                              &w.found);
                 if (r < 0)
                         return ctl_error(r, "waiting for %s", w.name);
-                if (r > 0 || w.owner)
-                        continue;
-                uint64_t left = BUS_TIMEOUT_INFINITE;
-                if (deadline != BUS_TIMEOUT_INFINITE) {
-                        struct timespec now;
-                        clock_gettime(CLOCK_MONOTONIC, &now);
-                        uint64_t spent = (uint64_t) (now.tv_sec - start.tv_sec) * 1000000 +
-                                         (uint64_t) ((now.tv_nsec - start.tv_nsec) / 1000);
-                        if (spent >= deadline) {
-                                ctl_error(0, "timed out waiting for %s to have an owner", w.name);
-                                return EXIT_FAILED;
-                        }
-                        left = deadline - spent;
-                }
-                r = bus_client_wait(bus, left);
-                if (r < 0 && r != -EINTR)
-                        return ctl_error(r, "waiting for %s", w.name);
+                if (!w.owner)
+                        return ctl_error(0, "timed out waiting for %s to have an owner", w.name);
         }
         r = wait_done(ctl, &w);
         free(w.owner);
