@@ -269,47 +269,10 @@ static int publish_burst(Cpu *cpu, void *workload, unsigned n) {
 }
 
 typedef struct CpuCall {
-        const char *address;
+        BenchEchoServer echo; /* owns CPU_NAME and echoes every request */
         BenchGroup group; /* the server */
         bus_client *client;
 } CpuCall;
-
-static int echo(bus_message *m, void *userdata) {
-        bus_client *c = userdata;
-        const void *data;
-        size_t size;
-        int r;
-
-        r = bus_message_get_payload(m, &data, &size);
-        if (r < 0)
-                return r;
-        return bus_client_reply(c, m, data, size);
-}
-
-/* The server (a helper): owns CPU_NAME and echoes every request. */
-static int call_server(BenchGroup *g, unsigned index, void *userdata) {
-        CpuCall *w = userdata;
-        BenchAck ready = { .receiver = index, .flags = BENCH_ACK_READY };
-        bus_client *c = NULL;
-        int r;
-
-        r = bus_client_open(&c, w->address);
-        if (r >= 0) {
-                r = bus_client_request_name(c, CPU_NAME, 0);
-                if (r >= 0 && r != BUS_NAME_PRIMARY_OWNER)
-                        r = -EBUSY;
-        }
-        if (r >= 0)
-                r = bus_client_add_method(c, NULL, CPU_NAME, CPU_METHOD, echo, c);
-        if (r >= 0)
-                r = bench_ack_send(g, &ready);
-        if (r >= 0)
-                r = bench_bus_loop(g, c);
-        if (r < 0)
-                fprintf(stderr, "busd-bench: cpu: the call server failed: %s\n", strerror(-r));
-        bus_client_unref(c);
-        return r < 0 ? 1 : 0;
-}
 
 static int call_burst(Cpu *cpu, void *workload, unsigned n) {
         static uint64_t seq;
@@ -345,10 +308,11 @@ static int call_open(CpuCall *w, const char *address) {
         BenchAck a;
         int r;
 
-        *w = (CpuCall){ .address = address };
+        *w = (CpuCall){ .echo = { .address = address, .name = CPU_NAME, .method = CPU_METHOD,
+                                  .label = "cpu" } };
         r = bench_group_init(&w->group);
         if (r >= 0)
-                r = bench_group_spawn(&w->group, call_server, w);
+                r = bench_group_spawn(&w->group, bench_echo_server, &w->echo);
         if (r >= 0)
                 r = bench_ack_read(&w->group, &a, BENCH_ACK_TIMEOUT_MS, -1, 0, NULL, NULL);
         if (r >= 0 && !(a.flags & BENCH_ACK_READY))

@@ -510,6 +510,43 @@ int bench_link_close(BenchLink *l) {
 
 /* ---- Helpers with a bus_client of their own. */
 
+static int echo_payload(bus_message *m, void *userdata) {
+        bus_client *c = userdata;
+        const void *data;
+        size_t size;
+        int r;
+
+        r = bus_message_get_payload(m, &data, &size);
+        if (r < 0)
+                return r;
+        return bus_client_reply(c, m, data, size);
+}
+
+int bench_echo_server(BenchGroup *g, unsigned index, void *userdata) {
+        const BenchEchoServer *e = userdata;
+        BenchAck ready = { .receiver = index, .flags = BENCH_ACK_READY };
+        bus_client *c = NULL;
+        int r;
+
+        r = bus_client_open(&c, e->address);
+        if (r >= 0) {
+                r = bus_client_request_name(c, e->name, BUS_NAME_DO_NOT_QUEUE);
+                if (r >= 0 && r != BUS_NAME_PRIMARY_OWNER)
+                        r = -EADDRINUSE;
+        }
+        if (r >= 0)
+                r = bus_client_add_method(c, NULL, e->name, e->method, echo_payload, c);
+        if (r >= 0)
+                r = bench_ack_send(g, &ready);
+        if (r >= 0)
+                r = bench_bus_loop(g, c);
+        if (r < 0)
+                fprintf(stderr, "busd-bench: %s: the echo server failed: %s\n", e->label,
+                        strerror(-r));
+        bus_client_unref(c);
+        return r < 0 ? 1 : 0;
+}
+
 int bench_bus_loop(BenchGroup *g, bus_client *c) {
         int r;
 

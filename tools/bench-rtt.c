@@ -62,50 +62,13 @@ typedef struct Rtt {
         BenchGroup group;
         bus_client *client;
         char name[64]; /* the bus server's well-known name */
+        BenchEchoServer echo; /* the bus server (a helper process) */
         unsigned char frame[RTT_FRAME];
         unsigned char payload[RTT_PAYLOAD];
         uint64_t seq;
         unsigned corrupt;
         RttPath path[RTT_N_PATHS];
 } Rtt;
-
-/* ---- The bus server (a helper process). */
-
-static int rtt_on_echo(bus_message *m, void *userdata) {
-        bus_client *c = userdata;
-        const void *data;
-        size_t size;
-        int r;
-
-        r = bus_message_get_payload(m, &data, &size);
-        if (r < 0)
-                return r;
-        return bus_client_reply(c, m, data, size);
-}
-
-static int rtt_server(BenchGroup *g, unsigned index, void *userdata) {
-        Rtt *t = userdata;
-        BenchAck a = { .receiver = index, .flags = BENCH_ACK_READY };
-        bus_client *c = NULL;
-        int r;
-
-        r = bus_client_open(&c, t->ctx->address);
-        if (r >= 0) {
-                r = bus_client_request_name(c, t->name, BUS_NAME_DO_NOT_QUEUE);
-                if (r >= 0 && r != BUS_NAME_PRIMARY_OWNER)
-                        r = -EADDRINUSE;
-        }
-        if (r >= 0)
-                r = bus_client_add_method(c, NULL, t->name, RTT_METHOD, rtt_on_echo, c);
-        if (r >= 0)
-                r = bench_ack_send(g, &a);
-        if (r >= 0)
-                r = bench_bus_loop(g, c);
-        if (r < 0)
-                fprintf(stderr, "busd-bench: rtt server: %s\n", strerror(-r));
-        bus_client_unref(c);
-        return r < 0 ? 1 : 0;
-}
 
 /* ---- One call per path: its time in *ret, -EIO for a wrong reply. */
 
@@ -233,6 +196,8 @@ static int rtt_open(Rtt *t) {
         int r;
 
         snprintf(t->name, sizeof(t->name), "org.busd.bench.Echo.p%d", (int) getpid());
+        t->echo = (BenchEchoServer){ .address = t->ctx->address, .name = t->name,
+                                     .method = RTT_METHOD, .label = "rtt" };
         bench_frame_init(t->frame, BENCH_RAW_ENVELOPE, RTT_PAYLOAD);
         memset(t->frame + BENCH_FRAME_PREAMBLE, 0x2a, BENCH_RAW_ENVELOPE);
         r = bench_group_init(&t->group);
@@ -242,7 +207,7 @@ static int rtt_open(Rtt *t) {
         if (r >= 0)
                 r = bench_raw_open(&t->group, true, bench_raw_echo, NULL, &t->path[RTT_RELAY2].fd);
         if (r >= 0)
-                r = bench_group_spawn(&t->group, rtt_server, t);
+                r = bench_group_spawn(&t->group, bench_echo_server, &t->echo);
         if (r >= 0)
                 r = bench_ack_read(&t->group, &a, BENCH_ACK_TIMEOUT_MS, -1, 0, NULL, NULL);
         if (r >= 0 && !(a.flags & BENCH_ACK_READY))

@@ -377,3 +377,12 @@ void bench_cell(FILE *f, const char *s, int width);
  * until the bench closes the control pipe (0) or the connection fails
  * (negative errno). */
 int bench_bus_loop(BenchGroup *g, bus_client *c);
+
+/* The echo service of rtt and cpu, a BenchHelperFn whose userdata is a
+ * BenchEchoServer: it takes name (alone: a name in use is an error),
+ * answers method with the request's own payload, acknowledges READY and
+ * runs bench_bus_loop(). label names the scenario in its error message. */
+typedef struct BenchEchoServer {
+        const char *address, *name, *method, *label;
+} BenchEchoServer;
+int bench_echo_server(BenchGroup *g, unsigned index, void *userdata);
