@@ -42,13 +42,6 @@
 
 static TestBusd busd;
 
-static int64_t mono_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* CLOCK_MONOTONIC in microseconds, as bus_client_get_timeout() reports. */
 static uint64_t mono_usec(void) {
         struct timespec ts;
@@ -174,12 +167,12 @@ static int service_main(void *arg) {
 
 /* Reads exactly len bytes from fd. */
 static int recv_exact(int fd, void *buf, size_t len) {
-        int64_t deadline = mono_ms() + WAIT_MS;
+        int64_t deadline = test_now_ms() + WAIT_MS;
         size_t got = 0;
 
         while (got < len) {
                 struct pollfd p = { .fd = fd, .events = POLLIN };
-                int64_t left = deadline - mono_ms();
+                int64_t left = deadline - test_now_ms();
                 ssize_t n;
 
                 if (left <= 0)
@@ -262,7 +255,7 @@ static void service_stop(bus_client *c, Child *ch, const char *id) {
 /* Drives c with poll() on get_fd/get_events/get_timeout until *count
  * reaches want: 1, 0 at the deadline, or bus_client_process()'s error. */
 static int poll_loop(bus_client *c, const unsigned *count, unsigned want, int timeout_ms) {
-        int64_t deadline = mono_ms() + timeout_ms;
+        int64_t deadline = test_now_ms() + timeout_ms;
 
         for (;;) {
                 struct pollfd p = {};
@@ -277,7 +270,7 @@ static int poll_loop(bus_client *c, const unsigned *count, unsigned want, int ti
                         return r;
                 if (*count >= want)
                         return 1;
-                left = deadline - mono_ms();
+                left = deadline - test_now_ms();
                 if (left <= 0)
                         return 0;
                 p.fd = bus_client_get_fd(c);
@@ -497,10 +490,10 @@ static int loop_guard_cb(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* Runs iterations of the sd_event loop until *count is non-zero. */
 static bool sd_run_until(sd_event *e, const unsigned *count) {
-        int64_t deadline = mono_ms() + WAIT_MS;
+        int64_t deadline = test_now_ms() + WAIT_MS;
 
         while (*count == 0) {
-                int64_t left = deadline - mono_ms();
+                int64_t left = deadline - test_now_ms();
 
                 if (left <= 0 || sd_event_run(e, (uint64_t) left * 1000) < 0)
                         return false;

@@ -51,13 +51,6 @@
 
 static TestBusd busd;
 
-static int64_t mono_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* In a child, where tap_check() would only mark the child's own copy of the
  * case: print a diagnostic and count the failure. */
 #define child_check(failures, expr)                                                     \
@@ -124,27 +117,6 @@ static bool same_file(int a, int b) {
 /* ---- libbus helpers. */
 
 /* Processes c until *done, the deadline, or the connection's end. */
-static int run_until(bus_client *c, const bool *done, int timeout_ms) {
-        int64_t deadline = mono_ms() + timeout_ms;
-
-        while (!*done) {
-                int64_t left;
-                int r = bus_client_process(c);
-
-                if (r < 0)
-                        return r;
-                if (r > 0)
-                        continue;
-                left = deadline - mono_ms();
-                if (left <= 0)
-                        return -ETIMEDOUT;
-                r = bus_client_wait(c, (uint64_t) left * 1000);
-                if (r < 0 && r != -EINTR)
-                        return r;
-        }
-        return 0;
-}
-
 /* A publish carrying a copy of each of fds (libbus duplicates them). */
 static int publish_fds(bus_client *c, const char *topic, const void *data, size_t size,
                        const int *fds, unsigned n_fds, bool retain) {
@@ -162,27 +134,6 @@ static int publish_fds(bus_client *c, const char *topic, const void *data, size_
                 r = bus_client_send(c, m, NULL);
         bus_message_unref(m);
         return r;
-}
-
-static bool ping(bus_client *c) {
-        bus_error e = BUS_ERROR_NULL;
-        int r = bus_client_call_method(c, "bus", "Ping", NULL, 0, WAIT_USEC, &e, NULL);
-
-        if (r < 0)
-                tap_diag("Ping: %s: %s", e.name ?: strerror(-r), e.message ?: "");
-        bus_error_free(&e);
-        return r >= 0;
-}
-
-static Bus__GetStatsReply *get_stats(bus_client *c) {
-        Bus__GetStatsRequest req = BUS__GET_STATS_REQUEST__INIT;
-        Bus__GetStatsReply *stats = NULL;
-
-        if (bus_client_call_protobuf(c, "bus", "GetStats", &req.base,
-                                     &bus__get_stats_reply__descriptor, WAIT_USEC, NULL,
-                                     (ProtobufCMessage **) &stats) < 0)
-                return NULL;
-        return stats;
 }
 
 /* Waits for the broker to announce that the connection of process pid is
@@ -304,7 +255,7 @@ static int rx_end_cb(bus_message *m, void *userdata) {
 
 /* Dispatches until done; returns the child's exit code. */
 static int rx_run(Rx *rx) {
-        int r = run_until(rx->c, &rx->done, WAIT_MS);
+        int r = test_run_until(rx->c, &rx->done, WAIT_MS);
 
         child_check(rx->failures, r == 0);
         if (r < 0)
@@ -974,7 +925,7 @@ static void test_retained_fd(void) {
                 goto finish;
         tap_check(publish_fds(c, RETAINED_TOPIC, "r", 1, &p[1], 1, true) >= 0);
         /* A round trip after the publish: the broker has stored it. */
-        tap_check(ping(c));
+        tap_check(test_ping(c, WAIT_USEC));
         close(p[1]);
         p[1] = -1;
         /* Only the broker holds the write end now. */
@@ -993,7 +944,7 @@ static void test_retained_fd(void) {
 
         /* An empty retained publish deletes it: the broker lets go. */
         tap_check(bus_client_publish(c, RETAINED_TOPIC, NULL, 0, BUS_PUBLISH_RETAIN) >= 0);
-        tap_check(ping(c));
+        tap_check(test_ping(c, WAIT_USEC));
         tap_check_int(test_read_to_eof(p[0], got, sizeof(got), WAIT_MS), 0);
 finish:
         bus_client_unref(c);
@@ -1041,9 +992,9 @@ static void test_too_many_fds(void) {
         tap_check(bus_client_open(&c, busd.address) >= 0);
         if (!c)
                 goto finish;
-        before = get_stats(c);
+        before = test_get_stats(c, WAIT_USEC);
         tap_check(before != NULL);
-        tap_check(ping(c));
+        tap_check(test_ping(c, WAIT_USEC));
         base = test_count_fds(busd.pid);
 
         /* 16 is allowed: all of them arrive, open and distinct. */
@@ -1075,7 +1026,7 @@ static void test_too_many_fds(void) {
                 tap_check_int(publish_fds(bad, "fds.toomany", "x", 1, fds, 17, false),
                               -ETOOMANYREFS);
                 tap_check_int(bus_client_is_connected(bad), 1);
-                tap_check(ping(bad));
+                tap_check(test_ping(bad, WAIT_USEC));
                 if (log_text[0])
                         tap_diag("libbus logged: %s", log_text);
                 bus_client_unref(bad);
@@ -1104,8 +1055,8 @@ static void test_too_many_fds(void) {
         /* The broker goes on serving, counted the error, and kept none of
          * the descriptors. */
         tap_check(test_busd_alive(&busd));
-        tap_check(ping(c));
-        after = get_stats(c);
+        tap_check(test_ping(c, WAIT_USEC));
+        after = test_get_stats(c, WAIT_USEC);
         if (tap_check(before && after))
                 tap_check_int(after->protocol_errors, before->protocol_errors + 1);
         tap_check_int(test_count_fds(busd.pid), base);
@@ -1177,7 +1128,7 @@ static void test_queued_fd_limit(void) {
         tap_check(bus_client_subscribe(mon, &gone_slot, "bus.peer.disconnected", NULL, 0, gone_cb,
                                        &gone) >= 0);
 
-        stats = get_stats(pub);
+        stats = test_get_stats(pub, WAIT_USEC);
         if (tap_check(stats)) {
                 dropped0 = stats->dropped;
                 bus__get_stats_reply__free_unpacked(stats, NULL);
@@ -1196,12 +1147,12 @@ static void test_queued_fd_limit(void) {
                         if (!tap_check(publish_fds(pub, STUCK_TOPIC, &sent, sizeof(sent), &p[1], 1,
                                                    false) >= 0))
                                 goto flood_done;
-                if (!tap_check(ping(pub)))
+                if (!tap_check(test_ping(pub, WAIT_USEC)))
                         break;
                 n = test_count_fds(b2.pid);
                 if (n > max_fds)
                         max_fds = n;
-                stats = get_stats(pub);
+                stats = test_get_stats(pub, WAIT_USEC);
                 if (!tap_check(stats))
                         break;
                 dropped = stats->dropped;
@@ -1218,8 +1169,8 @@ flood_done:
         /* Once the subscriber has gone, the broker holds none of them. */
         test_signal_post(&stuck.down, 'q');
         tap_check_int(child_finish(&stuck), 0);
-        tap_check_int(run_until(mon, &gone.done, WAIT_MS), 0);
-        tap_check(ping(pub));
+        tap_check_int(test_run_until(mon, &gone.done, WAIT_MS), 0);
+        tap_check(test_ping(pub, WAIT_USEC));
         tap_check_int(test_count_fds(b2.pid), base - 1);
         close(p[1]);
         p[1] = -1;

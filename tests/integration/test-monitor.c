@@ -52,13 +52,6 @@ static bus_client *driver;      /* the test's own connection, never a monitor */
 static const char *driver_id;
 static char service_id[32];
 
-static int64_t mono_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static uint64_t realtime_ns(void) {
         struct timespec ts;
 
@@ -161,7 +154,7 @@ static ssize_t watcher_find(const Watcher *w, const Want *want, size_t from) {
 /* Processes the monitor until a copy from index from on matches: its
  * index, or -1 on the deadline or a lost connection. */
 static ssize_t watcher_wait_from(Watcher *w, const Want *want, size_t from) {
-        int64_t deadline = mono_ms() + WAIT_MS;
+        int64_t deadline = test_now_ms() + WAIT_MS;
         size_t checked = from;
 
         for (;;) {
@@ -177,7 +170,7 @@ static ssize_t watcher_wait_from(Watcher *w, const Want *want, size_t from) {
                         return -1;
                 if (r > 0)
                         continue;
-                left = deadline - mono_ms();
+                left = deadline - test_now_ms();
                 if (left <= 0)
                         return -1;
                 (void) bus_client_wait(w->c, (uint64_t) left * 1000);
@@ -188,24 +181,20 @@ static ssize_t watcher_wait(Watcher *w, const Want *want) {
         return watcher_wait_from(w, want, 0);
 }
 
+typedef struct CopiesTarget {
+        const Watcher *w;
+        size_t n;
+} CopiesTarget;
+
+static bool copies_reached(void *userdata) {
+        const CopiesTarget *t = userdata;
+        return t->w->n >= t->n;
+}
+
 /* Processes the monitor until it holds n copies. */
 static bool watcher_wait_count(Watcher *w, size_t n) {
-        int64_t deadline = mono_ms() + WAIT_MS;
-
-        while (w->n < n) {
-                int64_t left;
-                int r = bus_client_process(w->c);
-
-                if (r < 0)
-                        return false;
-                if (r > 0)
-                        continue;
-                left = deadline - mono_ms();
-                if (left <= 0)
-                        return false;
-                (void) bus_client_wait(w->c, (uint64_t) left * 1000);
-        }
-        return true;
+        CopiesTarget t = { w, n };
+        return test_process_until(w->c, copies_reached, &t, WAIT_MS) == 0;
 }
 
 static bus_message *watcher_get(const Watcher *w, ssize_t i) {
@@ -247,30 +236,20 @@ static bool publish(const char *topic, const char *payload) {
         return tap_check_int(bus_client_publish(driver, topic, payload, strlen(payload), 0), 0);
 }
 
-static Bus__GetStatsReply *get_stats(bus_client *c) {
-        Bus__GetStatsRequest req = BUS__GET_STATS_REQUEST__INIT;
-        ProtobufCMessage *rep = NULL;
-
-        if (bus_client_call_protobuf(c, "bus", "GetStats", &req.base,
-                                     &bus__get_stats_reply__descriptor, WAIT_USEC, NULL, &rep) < 0)
-                return NULL;
-        return (Bus__GetStatsReply *) rep;
-}
-
 /* Waits until the broker counts n monitors: closed ones go when it has
  * seen their end, which may be after it answered a call. */
 static bool wait_monitors(unsigned n) {
-        int64_t deadline = mono_ms() + WAIT_MS;
+        int64_t deadline = test_now_ms() + WAIT_MS;
 
         for (;;) {
-                Bus__GetStatsReply *s = get_stats(driver);
+                Bus__GetStatsReply *s = test_get_stats(driver, WAIT_USEC);
                 unsigned now = s ? s->monitors : UINT32_MAX;
 
                 if (s)
                         bus__get_stats_reply__free_unpacked(s, NULL);
                 if (now == n)
                         return true;
-                if (!s || mono_ms() > deadline) {
+                if (!s || test_now_ms() > deadline) {
                         tap_diag("the broker counts %u monitors, expected %u", now, n);
                         return false;
                 }
@@ -897,7 +876,7 @@ static void test_monitor_not_reading(void) {
                 goto finish;
         /* Inline: this is about the queue's bytes. */
         tap_check_int(bus_client_set_shm_threshold(publisher, SIZE_MAX), 0);
-        before = get_stats(publisher);
+        before = test_get_stats(publisher, WAIT_USEC);
         if (!tap_check(before) || !tap_check(test_signal_init(&flood.ready) == 0) ||
             !tap_check(test_signal_init(&flood.got) == 0))
                 goto finish;
@@ -923,7 +902,7 @@ static void test_monitor_not_reading(void) {
         pid = -1;
 
         /* The subscriber handled the end: the broker routed everything. */
-        after = get_stats(publisher);
+        after = test_get_stats(publisher, WAIT_USEC);
         if (!tap_check(after))
                 goto finish;
         copies = after->monitor_copies - before->monitor_copies;
@@ -1104,7 +1083,7 @@ static void test_two_monitors(void) {
         tap_check(!copies_mention(&b, b.id));
         tap_check(watcher_find(&b, &(Want){ .method = "BecomeMonitor" }, 0) < 0);
 
-        stats = get_stats(driver);
+        stats = test_get_stats(driver, WAIT_USEC);
         if (tap_check(stats)) {
                 tap_check_int(stats->monitors, 2);
                 tap_check(stats->monitor_copies >= a.n + b.n);

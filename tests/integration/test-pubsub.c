@@ -37,13 +37,6 @@
 
 static TestBusd busd;
 
-static int64_t mono_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A check inside a child: reports on stdout (a TAP comment) and evaluates to
  * the condition, so the child can fold it into its exit code. */
 #define child_check(cond)                                                            \
@@ -121,14 +114,14 @@ static int child_report(Child *ch, const void *data, size_t len) {
 
 /* Parent side: reads exactly len bytes of the child's report. */
 static int child_read(Child *ch, void *buf, size_t len) {
-        int64_t deadline = mono_ms() + WAIT_MS;
+        int64_t deadline = test_now_ms() + WAIT_MS;
         size_t got = 0;
 
         if (ch->out.fd[0] < 0)
                 return -EBADF;
         while (got < len) {
                 struct pollfd p = { .fd = ch->out.fd[0], .events = POLLIN };
-                int64_t left = deadline - mono_ms();
+                int64_t left = deadline - test_now_ms();
                 ssize_t n;
 
                 if (left <= 0)
@@ -151,7 +144,7 @@ static int child_read(Child *ch, void *buf, size_t len) {
 /* Parent side: reads the rest of the report, up to EOF. *ret is malloc'd
  * (NULL if empty). Returns the size or a negative errno. */
 static ssize_t child_read_all(Child *ch, uint8_t **ret) {
-        int64_t deadline = mono_ms() + WAIT_MS;
+        int64_t deadline = test_now_ms() + WAIT_MS;
         uint8_t *buf = NULL;
         size_t size = 0, got = 0;
 
@@ -160,7 +153,7 @@ static ssize_t child_read_all(Child *ch, uint8_t **ret) {
                 return -EBADF;
         for (;;) {
                 struct pollfd p = { .fd = ch->out.fd[0], .events = POLLIN };
-                int64_t left = deadline - mono_ms();
+                int64_t left = deadline - test_now_ms();
                 ssize_t n;
 
                 if (left <= 0) {
@@ -198,41 +191,24 @@ static ssize_t child_read_all(Child *ch, uint8_t **ret) {
 
 /* ---- libbus helpers. */
 
+typedef struct CountTarget {
+        const unsigned *count;
+        unsigned want;
+} CountTarget;
+
+static bool count_reached(void *userdata) {
+        const CountTarget *t = userdata;
+        return *t->count >= t->want;
+}
+
 /* Dispatches messages until *count reaches want: false on the deadline or
  * a lost connection. */
 static bool pump_until(bus_client *c, const unsigned *count, unsigned want) {
-        int64_t deadline = mono_ms() + WAIT_MS;
-
-        for (;;) {
-                int64_t left;
-                int r = 0;
-
-                while (*count < want && (r = bus_client_process(c)) > 0)
-                        ;
-                if (*count >= want)
-                        return true;
-                if (r < 0)
-                        return false;
-                left = deadline - mono_ms();
-                if (left <= 0)
-                        return false;
-                r = bus_client_wait(c, (uint64_t) left * 1000);
-                if (r < 0 && r != -EINTR)
-                        return false;
-        }
+        CountTarget t = { count, want };
+        return test_process_until(c, count_reached, &t, WAIT_MS) == 0;
 }
 
 /* A round trip to the broker: it has handled everything sent before. */
-static bool broker_sync(bus_client *c) {
-        bus_error e = BUS_ERROR_NULL;
-        int r = bus_client_call_method(c, "bus", "Ping", NULL, 0, WAIT_USEC, &e, NULL);
-
-        if (r < 0)
-                tap_diag("Ping failed: %s: %s", e.name ?: "?", e.message ?: strerror(-r));
-        bus_error_free(&e);
-        return r >= 0;
-}
-
 typedef struct Pub {
         const char *topic;
         const char *payload;
@@ -260,7 +236,7 @@ static bool parent_publish(const Pub *pubs, size_t n) {
                         ok = false;
                 }
         }
-        ok = broker_sync(c) && ok;
+        ok = test_ping(c, WAIT_USEC) && ok;
         bus_client_unref(c);
         return ok;
 }
@@ -499,7 +475,7 @@ static int fanout_pub_main(void *arg) {
                 ok = child_check(bus_client_publish(c, "sensors.kitchen.temp", buf,
                                                     fanout_payload(i, buf), 0) >= 0);
         ok = ok && child_check(bus_client_publish(c, "sensors.kitchen.end", "", 0, 0) >= 0) &&
-             child_check(broker_sync(c));
+             child_check(test_ping(c, WAIT_USEC));
         bus_client_unref(c);
         return ok ? 0 : 1;
 }
@@ -657,7 +633,7 @@ static void test_queue_groups(void) {
                 tap_check(bus_client_publish(c, seq % 2 ? "jobs.build" : "jobs.test.unit", &seq,
                                              sizeof(seq), 0) >= 0);
         tap_check(bus_client_publish(c, "jobs-end", "", 0, 0) >= 0);
-        tap_check(broker_sync(c));
+        tap_check(test_ping(c, WAIT_USEC));
         bus_client_unref(c);
 
         check_group("workers", workers, N_WORKERS);
@@ -699,7 +675,7 @@ static int flooder_main(void *arg) {
         ok = ok && (told || child_check(test_signal_wait(&ch->down, WAIT_MS, NULL) == 0)) &&
              child_check(bus_client_publish(c, "config.mode", "live-final", 10, 0) >= 0) &&
              child_check(bus_client_publish(c, "retained-end", "", 0, 0) >= 0) &&
-             child_check(broker_sync(c));
+             child_check(test_ping(c, WAIT_USEC));
         bus_client_unref(c);
         return ok ? 0 : 1;
 }
@@ -859,7 +835,7 @@ static void test_acknowledged_subscribe(void) {
                 snprintf(topic, sizeof(topic), "ack.round%u", i);
                 tap_check(bus_client_publish(c, topic, "now", 3, 0) >= 0);
         }
-        tap_check(broker_sync(c));
+        tap_check(test_ping(c, WAIT_USEC));
         tap_check_int(child_finish(&sub), 0);
         bus_client_unref(c);
 }
@@ -961,7 +937,7 @@ static void test_two_subscriptions(void) {
                 tap_check(bus_client_publish(c, "dup.topic", "m2", 2, 0) >= 0);
                 tap_check(bus_client_publish(c, "dupend", "", 0, 0) >= 0);
         }
-        tap_check(broker_sync(c));
+        tap_check(test_ping(c, WAIT_USEC));
         tap_check_int(child_finish(&sub), 0);
         bus_client_unref(c);
 }
@@ -986,7 +962,7 @@ static int ident_pub_main(void *arg) {
         for (unsigned i = 0; ok && i < IDENT_N; i++)
                 ok = child_check(bus_client_publish(c, "ident.reading", &i, sizeof(i), 0) >= 0);
         ok = ok && child_check(bus_client_publish(c, "ident-end", "", 0, 0) >= 0) &&
-             child_check(broker_sync(c));
+             child_check(test_ping(c, WAIT_USEC));
         bus_client_unref(c);
         return ok ? 0 : 1;
 }
@@ -1190,7 +1166,7 @@ static void test_reserved_topic(void) {
         tap_check(bus_client_publish(c, "busx.y", "x", 1, 0) >= 0);
         tap_check(bus_client_publish(c, "a.bus", "x", 1, 0) >= 0);
         tap_check(bus_client_publish(c, "x-y_z:1!~", "x", 1, 0) >= 0);
-        tap_check(broker_sync(c));
+        tap_check(test_ping(c, WAIT_USEC));
         tap_check_int(bus_client_is_connected(c), 1);
 
         bus_message_unref(before);

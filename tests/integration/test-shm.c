@@ -53,13 +53,6 @@
 
 static TestBusd busd;
 
-static int64_t mono_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* In a child, where tap_check() would only mark the child's own copy of the
  * case: print a diagnostic and count the failure. */
 #define child_check(failures, expr)                                                     \
@@ -194,37 +187,6 @@ static int make_memfd(size_t size, unsigned seals, uint64_t seed) {
 /* ---- libbus helpers. */
 
 /* Processes c until *done, the deadline, or the connection's end. */
-static int run_until(bus_client *c, const bool *done, int timeout_ms) {
-        int64_t deadline = mono_ms() + timeout_ms;
-
-        while (!*done) {
-                int64_t left;
-                int r = bus_client_process(c);
-
-                if (r < 0)
-                        return r;
-                if (r > 0)
-                        continue;
-                left = deadline - mono_ms();
-                if (left <= 0)
-                        return -ETIMEDOUT;
-                r = bus_client_wait(c, (uint64_t) left * 1000);
-                if (r < 0 && r != -EINTR)
-                        return r;
-        }
-        return 0;
-}
-
-static bool ping(bus_client *c) {
-        bus_error e = BUS_ERROR_NULL;
-        int r = bus_client_call_method(c, "bus", "Ping", NULL, 0, WAIT_USEC, &e, NULL);
-
-        if (r < 0)
-                tap_diag("Ping: %s: %s", e.name ?: strerror(-r), e.message ?: "");
-        bus_error_free(&e);
-        return r >= 0;
-}
-
 /* Waits for the broker to announce that the connection of process pid is
  * gone: by then it has released everything that connection held. */
 typedef struct GoneWatch {
@@ -473,7 +435,7 @@ static int fan_subscriber_main(void *arg) {
                 return 1;
         }
         test_signal_post(&ch->up, 'R');
-        r = run_until(c, &rx.done, 3 * WAIT_MS);
+        r = test_run_until(c, &rx.done, 3 * WAIT_MS);
         child_check(rx.failures, r == 0);
         if (r < 0)
                 printf("# subscriber %d: after %u messages: %s\n", ch->index, rx.received,
@@ -506,7 +468,7 @@ static void fan_out(const char *prefix, unsigned n, const Blob *blobs, unsigned 
                 goto finish;
         /* AUTO goes through shared memory from 512 KiB on. */
         tap_check_int(bus_client_set_shm_threshold(c, 512 * KiB), 0);
-        tap_check(ping(c));
+        tap_check(test_ping(c, WAIT_USEC));
         rss0 = vm_rss_kib(busd.pid);
 
         for (unsigned k = 0; k < n_blobs && !broken; k++) {
@@ -532,7 +494,7 @@ static void fan_out(const char *prefix, unsigned n, const Blob *blobs, unsigned 
                                 broken = true;
                         }
         }
-        tap_check(ping(c));
+        tap_check(test_ping(c, WAIT_USEC));
         rss1 = vm_rss_kib(busd.pid);
         if (rss_growth_kib)
                 *rss_growth_kib = rss0 >= 0 && rss1 >= 0 ? rss1 - rss0 : LONG_MAX;
@@ -825,7 +787,7 @@ static void test_memfd_counts_against_fd_limit(void) {
                 tap_check_int(bus_client_send(c, m, NULL), -ETOOMANYREFS);
                 bus_message_unref(m);
         }
-        tap_check(ping(c));
+        tap_check(test_ping(c, WAIT_USEC));
         tap_check(bus_client_is_connected(c) == 1);
 finish:
         tap_check(service_stop(&svc, c));
@@ -893,7 +855,7 @@ static int retained_subscriber_main(void *arg) {
         if (r >= 0)
                 r = bus_client_subscribe(c, NULL, "shm.retained.>", NULL, 0, retained_rx_cb, &rx);
         if (r >= 0)
-                r = run_until(c, &rx.done, WAIT_MS);
+                r = test_run_until(c, &rx.done, WAIT_MS);
         child_check(rx.failures, r >= 0);
         bus_client_unref(c);
         return rx.failures ? 1 : 0;
@@ -932,11 +894,11 @@ static void test_shm_retained(void) {
         if (c) {
                 tap_check(bus_client_publish(c, RETAINED_TOPIC, "replaced", 8,
                                              BUS_PUBLISH_RETAIN) >= 0);
-                tap_check(ping(c));
+                tap_check(test_ping(c, WAIT_USEC));
                 tap_check_int(count_memfds(busd.pid), memfds0);
                 /* And gone. */
                 tap_check(bus_client_publish(c, RETAINED_TOPIC, NULL, 0, BUS_PUBLISH_RETAIN) >= 0);
-                tap_check(ping(c));
+                tap_check(test_ping(c, WAIT_USEC));
         }
         bus_client_unref(c);
 }
@@ -1224,7 +1186,7 @@ static int quota_receiver_main(void *arg) {
                 return 1;
         }
         test_signal_post(&ch->up, 'R');
-        r = run_until(c, &rx.done, WAIT_MS);
+        r = test_run_until(c, &rx.done, WAIT_MS);
         child_check(rx.failures, r >= 0);
         bus_client_unref(c);
         return rx.failures ? 1 : 0;
@@ -1313,7 +1275,7 @@ static void test_sender_quota(void) {
          * sender's share. */
         test_signal_post(&stuck.down, 'q');
         tap_check_int(child_finish(&stuck), 0);
-        tap_check_int(run_until(mon, &gone.done, WAIT_MS), 0);
+        tap_check_int(test_run_until(mon, &gone.done, WAIT_MS), 0);
         tap_check_int(count_memfds(b.pid), 0);
 
         /* A new 1 MiB publish is accepted, and arrives intact. */

@@ -27,14 +27,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libbus/bus.h>
+
 #include "libbus/macro.h"
+#include "proto/bus.pb-c.h"
 #include "tests/lib/tap.h"
 #include "tests/lib/util-busd.h"
 
 /* How often to look again when there is no pidfd to wait on. */
 #define FALLBACK_POLL_MS 5
 
-static int64_t now_ms(void) {
+int64_t test_now_ms(void) {
         struct timespec ts;
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -42,7 +45,7 @@ static int64_t now_ms(void) {
 }
 
 static int ms_left(int64_t deadline) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - test_now_ms();
 
         return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int) left;
 }
@@ -105,7 +108,7 @@ static int reap(pid_t pid, int *ret_wstatus) {
  * pidfd may be -1: one is opened here if the kernel can. */
 static int wait_pid(pid_t pid, int pidfd, int timeout_ms, int *ret_wstatus) {
         _cleanup_close_ int own = -1;
-        int64_t deadline = now_ms() + timeout_ms;
+        int64_t deadline = test_now_ms() + timeout_ms;
         int r;
 
         if (pidfd < 0)
@@ -261,7 +264,7 @@ int test_busd_exec(TestBusd *b, const char *const *argv) {
 }
 
 int test_busd_wait_ready(TestBusd *b, int timeout_ms) {
-        int64_t deadline = now_ms() + timeout_ms;
+        int64_t deadline = test_now_ms() + timeout_ms;
         int wstatus, r;
 
         if (b->pid <= 0)
@@ -471,7 +474,7 @@ int test_connect_raw(const char *address) {
 }
 
 int test_wait_for_path(const char *path, int timeout_ms) {
-        int64_t deadline = now_ms() + timeout_ms;
+        int64_t deadline = test_now_ms() + timeout_ms;
         _cleanup_close_ int fd = -1;
         char dir[PATH_MAX], *slash;
         int r;
@@ -562,7 +565,7 @@ void test_signal_post(TestSignal *s, char c) {
 }
 
 int test_signal_wait(TestSignal *s, int timeout_ms, char *ret_c) {
-        int64_t deadline = now_ms() + timeout_ms;
+        int64_t deadline = test_now_ms() + timeout_ms;
         ssize_t n;
         char c;
         int r;
@@ -629,4 +632,57 @@ void test_busd_start_or_bail(TestBusd *b, const char *const *extra_args) {
 
 void test_busd_check_clean_exit(TestBusd *b) {
         tap_check_int(test_busd_stop(b), 0);
+}
+
+/* ---- Driving a libbus client. */
+
+int test_process_until(bus_client *c, bool (*done)(void *userdata), void *userdata,
+                       int timeout_ms) {
+        int64_t deadline = test_now_ms() + timeout_ms;
+
+        while (!done(userdata)) {
+                int64_t left;
+                int r = bus_client_process(c);
+
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+                left = deadline - test_now_ms();
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                r = bus_client_wait(c, (uint64_t) left * 1000);
+                if (r < 0 && r != -EINTR)
+                        return r;
+        }
+        return 0;
+}
+
+static bool flag_is_set(void *userdata) {
+        return *(const bool *) userdata;
+}
+
+int test_run_until(bus_client *c, const bool *done, int timeout_ms) {
+        return test_process_until(c, flag_is_set, (void *) done, timeout_ms);
+}
+
+bool test_ping(bus_client *c, uint64_t timeout_usec) {
+        bus_error e = BUS_ERROR_NULL;
+        int r = bus_client_call_method(c, "bus", "Ping", NULL, 0, timeout_usec, &e, NULL);
+
+        if (r < 0)
+                tap_diag("Ping: %s: %s", e.name ?: strerror(-r), e.message ?: "");
+        bus_error_free(&e);
+        return r >= 0;
+}
+
+Bus__GetStatsReply *test_get_stats(bus_client *c, uint64_t timeout_usec) {
+        Bus__GetStatsRequest req = BUS__GET_STATS_REQUEST__INIT;
+        ProtobufCMessage *rep = NULL;
+
+        if (bus_client_call_protobuf(c, "bus", "GetStats", &req.base,
+                                     &bus__get_stats_reply__descriptor, timeout_usec, NULL,
+                                     &rep) < 0)
+                return NULL;
+        return (Bus__GetStatsReply *) rep;
 }

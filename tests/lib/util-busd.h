@@ -32,6 +32,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/un.h>
 
@@ -158,3 +159,24 @@ void test_signal_close(TestSignal *s);
 /* Number of open descriptors of a process (entries of /proc/PID/fd; 0 for
  * this process), or a negative errno. */
 int test_count_fds(pid_t pid);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t test_now_ms(void);
+
+/* ---- Driving a libbus client. */
+
+typedef struct bus_client bus_client;
+typedef struct Bus__GetStatsReply Bus__GetStatsReply;
+
+/* Processes c, waiting as needed, until done(userdata) is true: 0,
+ * -ETIMEDOUT after timeout_ms, or the error of a lost connection. */
+int test_process_until(bus_client *c, bool (*done)(void *userdata), void *userdata,
+                       int timeout_ms);
+/* The same until *done is set (by a callback). */
+int test_run_until(bus_client *c, const bool *done, int timeout_ms);
+/* A round trip to the broker (it has handled everything c sent before);
+ * false, with a diagnostic, if it failed. */
+bool test_ping(bus_client *c, uint64_t timeout_usec);
+/* The broker's counters (free with bus__get_stats_reply__free_unpacked()),
+ * or NULL. */
+Bus__GetStatsReply *test_get_stats(bus_client *c, uint64_t timeout_usec);
